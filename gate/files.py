@@ -1,0 +1,32 @@
+"""File checks shared by data and model loading: size before loading, hashes."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from gate.errors import GateInputError
+
+MB = 1_000_000
+
+
+def check_readable(path: Path, what: str, max_mb: float) -> int:
+    """Size in bytes; refuses missing and oversized files before anything reads them."""
+    if not path.exists():
+        raise GateInputError(f"{what} not found", path=path,
+                             fix="check the path (paths in a policy are relative to the policy file)")
+    if not path.is_file():
+        raise GateInputError(f"{what} is not a file", path=path, fix="point to the file itself")
+    size = path.stat().st_size
+    if size > max_mb * MB:
+        raise GateInputError(f"{what} is {size / MB:,.1f} MB, over the limit of {max_mb:g} MB", path=path,
+                             fix="raise max_file_mb in the policy if this size is expected")
+    return size
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

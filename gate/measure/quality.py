@@ -1,0 +1,149 @@
+"""Task metrics as pure functions of per-sample vectors over an index set.
+
+Confusion-matrix metrics are computed with numpy rather than by calling
+scikit-learn once per bootstrap resample: a thousand resamples of 100,000
+samples would take minutes through sklearn and well under a second here.
+tests/test_quality.py holds every one of them to scikit-learn's value.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from gate.measure.registry import top_k_of
+from gate.predictions import Predictions
+
+Idx = np.ndarray | None
+MetricFn = Callable[[Predictions, np.ndarray, Idx], float]
+
+
+def _take(a: np.ndarray, idx: Idx) -> np.ndarray:
+    return a if idx is None else a[idx]
+
+
+def confusion(y: np.ndarray, pred: np.ndarray, k: int) -> np.ndarray:
+    """k x k counts, rows = true class, columns = predicted class."""
+    return np.bincount(y * k + pred, minlength=k * k).reshape(k, k).astype(np.float64)
+
+
+def _cm(p: Predictions, y: np.ndarray, idx: Idx) -> np.ndarray:
+    yy, pp = _take(y, idx), _take(p.pred, idx)
+    k = int(max(yy.max(initial=0), pp.max(initial=0))) + 1
+    if yy.min(initial=0) < 0 or pp.min(initial=0) < 0:
+        # labels that are not class indices: map both onto one index space
+        classes, inverse = np.unique(np.concatenate([yy, pp]), return_inverse=True)
+        k = len(classes)
+        yy, pp = inverse[: len(yy)], inverse[len(yy):]
+    return confusion(yy, pp, k)
+
+
+def _per_class(cm: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    tp = np.diag(cm)
+    support = cm.sum(axis=1)
+    predicted = cm.sum(axis=0)
+    # scikit-learn's convention: a class counts when it is in y_true or y_pred;
+    # an undefined ratio (0/0) is 0
+    present = (support + predicted) > 0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        precision = np.where(predicted > 0, tp / np.where(predicted > 0, predicted, 1), 0.0)
+        recall = np.where(support > 0, tp / np.where(support > 0, support, 1), 0.0)
+        denom = precision + recall
+        f1 = np.where(denom > 0, 2 * precision * recall / np.where(denom > 0, denom, 1), 0.0)
+    return precision, recall, f1, support, present
+
+
+def accuracy(p, y, idx=None) -> float:
+    return float(np.mean(_take(p.pred, idx) == _take(y, idx)))
+
+
+def balanced_accuracy(p, y, idx=None) -> float:
+    _, recall, _, support, _ = _per_class(_cm(p, y, idx))
+    return float(recall[support > 0].mean())
+
+
+def _macro(which: int) -> MetricFn:
+    def fn(p, y, idx=None) -> float:
+        parts = _per_class(_cm(p, y, idx))
+        return float(parts[which][parts[4]].mean())
+    return fn
+
+
+def f1_weighted(p, y, idx=None) -> float:
+    _, _, f1, support, _ = _per_class(_cm(p, y, idx))
+    total = support.sum()
+    return float((f1 * support).sum() / total) if total else float("nan")
+
+
+def log_loss(p, y, idx=None) -> float:
+    prob = np.clip(_take(p.true_prob, idx), 1e-15, 1.0)
+    return float(-np.log(prob).mean())
+
+
+def roc_auc(p, y, idx=None) -> float:
+    from sklearn.metrics import roc_auc_score  # imported only when a rule asks for AUC
+
+    yy, probs = _take(y, idx), _take(p.probs, idx)
+    k = probs.shape[1]
+    present = np.unique(yy)
+    if len(present) < 2:
+        return float("nan")
+    if k == 2:
+        return float(roc_auc_score(yy, probs[:, 1]))
+    if len(present) < k:
+        return float("nan")  # one-vs-rest AUC is undefined for a class with no samples
+    # renormalise: float32 rounding can leave rows a hair off 1, which sklearn rejects
+    probs = probs.astype(np.float64)
+    probs /= probs.sum(axis=1, keepdims=True)
+    return float(roc_auc_score(yy, probs, multi_class="ovr", average="macro", labels=np.arange(k)))
+
+
+def top_k_hits(p: Predictions, k: int) -> np.ndarray:
+    return p.true_rank < k
+
+
+def _abs_err(p, y, idx):
+    return np.abs(_take(p.values, idx) - _take(y, idx).reshape(len(_take(y, idx)), -1))
+
+
+def mae(p, y, idx=None) -> float:
+    return float(_abs_err(p, y, idx).mean())
+
+
+def rmse(p, y, idx=None) -> float:
+    # uniform average over outputs, as scikit-learn's root_mean_squared_error
+    return float(np.sqrt((_abs_err(p, y, idx) ** 2).mean(axis=0)).mean())
+
+
+def r2(p, y, idx=None) -> float:
+    yy = _take(y, idx).reshape(len(_take(y, idx)), -1).astype(np.float64)
+    resid = ((_take(p.values, idx) - yy) ** 2).sum(axis=0)
+    total = ((yy - yy.mean(axis=0)) ** 2).sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        per_output = np.where(total > 0, 1 - resid / np.where(total > 0, total, 1), np.nan)
+    return float(np.mean(per_output))
+
+
+FUNCTIONS: dict[str, MetricFn] = {
+    "accuracy": accuracy,
+    "balanced_accuracy": balanced_accuracy,
+    "f1_macro": _macro(2),
+    "f1_weighted": f1_weighted,
+    "precision_macro": _macro(0),
+    "recall_macro": _macro(1),
+    "log_loss": log_loss,
+    "roc_auc": roc_auc,
+    "mae": mae,
+    "rmse": rmse,
+    "r2": r2,
+}
+
+
+def function_for(name: str) -> MetricFn | None:
+    if name in FUNCTIONS:
+        return FUNCTIONS[name]
+    k = top_k_of(name)
+    if k is not None:
+        return lambda p, y, idx=None: float(np.mean(_take(top_k_hits(p, k), idx)))
+    return None

@@ -1,0 +1,317 @@
+"""Policy YAML -> Policy: validated in full, every error with file and line."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from gate.errors import GateInputError
+from gate.measure.registry import AGREEMENT, get_metric, known_names
+from gate.resources import policies_dir
+from gate.schema import AnyOf, DictOf, ListOf, Num, Obj, Problem, Str, where
+
+ABSOLUTE_BOUNDS = ("min", "max")
+DROP_BOUNDS = ("max_drop", "max_relative_drop")
+INCREASE_BOUNDS = ("max_increase", "max_relative_increase")
+BOUNDS = ABSOLUTE_BOUNDS + DROP_BOUNDS + INCREASE_BOUNDS
+
+_MODEL = AnyOf((
+    Str(description="path to the model file, relative to the policy file"),
+    Obj({"path": Str(description="path to the model file"),
+         "output": Str(description="name of the model output to judge, when it has several")},
+        required=("path",)),
+), description="a model: a path, or {path, output}")
+
+_COLUMNS = AnyOf((Str(), ListOf(Str(), min_items=1)),
+                 description="a data key or column, or a list of columns")
+
+_RULE_FIELDS: dict = {
+    "metric": Str(description="metric name, e.g. accuracy, flip_rate, model_size_mb"),
+    "name": Str(description="optional label shown in reports"),
+    "min": Num(description="candidate value must be >= min"),
+    "max": Num(description="candidate value must be <= max"),
+    "max_drop": Num(minimum=0, description="higher-is-better metrics: base - candidate <= max_drop (metric units)"),
+    "max_relative_drop": Num(minimum=0, maximum=1, description="higher-is-better metrics: (base - candidate) / base <= this fraction"),
+    "max_increase": Num(minimum=0, description="lower-is-better metrics: candidate - base <= max_increase (metric units)"),
+    "max_relative_increase": Num(minimum=0, description="lower-is-better metrics: (candidate - base) / base <= this fraction"),
+    "severity": Str(enum=("fail", "warn"), description="what breaking this rule does (default fail)"),
+}
+
+SCHEMA = Obj(
+    {
+        "version": Num(minimum=1, maximum=1, integer=True, description="policy format version (1)"),
+        "base": _MODEL,
+        "candidates": DictOf(_MODEL, description="candidate name -> model"),
+        "data": Obj({
+            "path": Str(description="calibration data: .npz or .csv, relative to the policy file"),
+            "inputs": DictOf(_COLUMNS, description="model input name -> data key or column(s); inferred when the model has one input"),
+            "labels": Str(description="data key or column with the true labels / targets"),
+            "groups": ListOf(_COLUMNS, description="subgroup columns (per-group rules arrive with a later version)"),
+        }, required=("path",), description="the calibration data"),
+        "task": Str(enum=("classification", "regression"), description="what the model predicts (default classification)"),
+        "output": Str(description="model output to judge when models have several outputs"),
+        "scores": Str(enum=("auto", "logits", "probabilities"), description="how to read classifier score outputs (default auto)"),
+        "confidence": Num(exclusive_minimum=0.5, exclusive_maximum=1, description="confidence level of every interval (default 0.95)"),
+        "inconclusive": Str(enum=("fail", "warn"), description="what a rule the data cannot decide does (default fail)"),
+        "bootstrap": Num(minimum=100, maximum=100000, integer=True, description="bootstrap resamples for non-proportion metrics (default 1000)"),
+        "seed": Num(minimum=0, integer=True, description="seed of every random choice (default 0)"),
+        "batch_size": Num(minimum=1, integer=True, description="samples per inference batch for models with a dynamic batch axis (default 256)"),
+        "max_file_mb": Num(exclusive_minimum=0, description="refuse model and data files larger than this, before loading (default 4096)"),
+        "latency": Obj({k: Num(minimum=0) for k in ("batch_size", "threads", "warmup", "min_runs", "min_time_s", "max_time_s")},
+                       description="latency settings (latency metrics arrive with a later version)"),
+        "rules": ListOf(Obj(_RULE_FIELDS, required=("metric",)), min_items=1, description="the rules every candidate must meet"),
+    },
+    required=("version", "rules"),
+    description="compression gate policy",
+)
+
+
+def json_schema() -> dict:
+    out = {"$schema": "https://json-schema.org/draft/2020-12/schema",
+           "title": "compression gate policy"}
+    out.update(SCHEMA.schema())
+    return out
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelRef:
+    name: str
+    path: Path
+    output: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class DataSpec:
+    path: Path
+    inputs: dict[str, Any] = field(default_factory=dict)
+    labels: str | None = None
+    groups: tuple = ()
+
+
+@dataclass(frozen=True, kw_only=True)
+class Rule:
+    index: int  # 1-based, as users count
+    line: int | None
+    metric: str
+    bound_kind: str
+    bound: float
+    severity: str = "fail"
+    label: str | None = None
+
+    @property
+    def text(self) -> str:
+        return self.label or f"{self.metric} {self.bound_kind} {self.bound:g}"
+
+    def to_dict(self) -> dict:
+        return {"index": self.index, "metric": self.metric, self.bound_kind: self.bound,
+                "severity": self.severity, "name": self.text}
+
+
+@dataclass(frozen=True, kw_only=True)
+class Policy:
+    source: str  # file path or "preset:NAME"
+    text: str
+    sha256: str
+    base: ModelRef | None
+    candidates: tuple[ModelRef, ...]
+    data: DataSpec | None
+    rules: tuple[Rule, ...]
+    task: str = "classification"
+    output: str | None = None
+    scores: str = "auto"
+    confidence: float = 0.95
+    inconclusive: str = "fail"
+    bootstrap: int = 1000
+    seed: int = 0
+    batch_size: int = 256
+    max_file_mb: float = 4096.0
+    latency: dict = field(default_factory=dict)
+
+
+def _line_map(node: yaml.Node, path: tuple = (), out: dict | None = None,
+              problems: list | None = None) -> dict:
+    """path -> 1-based line, and duplicate keys (which PyYAML silently merges)."""
+    out = {} if out is None else out
+    out.setdefault(path, node.start_mark.line + 1)
+    if isinstance(node, yaml.MappingNode):
+        seen = set()
+        for key_node, value_node in node.value:
+            key = key_node.value
+            if key in seen and problems is not None:
+                problems.append(Problem(path + (key,), f"duplicate key '{key}' (line {key_node.start_mark.line + 1})."))
+            seen.add(key)
+            out[path + (key,)] = key_node.start_mark.line + 1
+            _line_map(value_node, path + (key,), out, problems)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            out[path + (i,)] = item.start_mark.line + 1
+            _line_map(item, path + (i,), out, problems)
+    return out
+
+
+def _line_of(lines: dict, path: tuple) -> int | None:
+    while path not in lines and path:
+        path = path[:-1]
+    return lines.get(path)
+
+
+def _raise(problems: list[Problem], source: str, lines: dict) -> None:
+    if not problems:
+        return
+    ordered = sorted(problems, key=lambda p: (_line_of(lines, p.path) or 0))
+    first = ordered[0]
+    rest = [f"{source}:{_line_of(lines, p.path) or '?'}: {where(p.path)} {p.message}" for p in ordered[1:]]
+    message = f"{where(first.path)} {first.message}"
+    if rest:
+        message += "\n" + "\n".join(rest)
+    raise GateInputError(message, path=source, line=_line_of(lines, first.path),
+                         fix="edit the policy; `gate policy schema` prints every allowed key")
+
+
+def _rule_problems(raw: dict, i: int, task: str) -> list[Problem]:
+    path = ("rules", i)
+    problems = []
+    name = raw.get("metric")
+    spec = get_metric(name) if name else None
+    if name and spec is None:
+        hint = difflib.get_close_matches(name, known_names(), n=1)
+        extra = f" Did you mean '{hint[0]}'?" if hint else " `gate policy schema` lists the rule keys; see the README for metrics."
+        problems.append(Problem(path + ("metric",), f"unknown metric '{name}'.{extra}"))
+    bounds = [b for b in BOUNDS if b in raw]
+    if len(bounds) != 1:
+        got = ", ".join(bounds) if bounds else "none"
+        problems.append(Problem(path, f"needs exactly one bound ({', '.join(BOUNDS)}); got {got}. Write one rule per bound."))
+    if spec is None or len(bounds) != 1:
+        return problems
+    bound = bounds[0]
+    if bound not in ABSOLUTE_BOUNDS:
+        if spec.kind == AGREEMENT:
+            problems.append(Problem(path + (bound,), f"'{name}' already compares the candidate with the base; use min or max."))
+        elif bound in DROP_BOUNDS and not spec.higher_is_better:
+            problems.append(Problem(path + (bound,), f"'{name}' is lower-is-better, so a regression is an increase; use "
+                                    f"{bound.replace('drop', 'increase')}."))
+        elif bound in INCREASE_BOUNDS and spec.higher_is_better:
+            problems.append(Problem(path + (bound,), f"'{name}' is higher-is-better, so a regression is a drop; use "
+                                    f"{bound.replace('increase', 'drop')}."))
+    if task not in spec.tasks:
+        problems.append(Problem(path + ("metric",), f"'{name}' is a {' / '.join(spec.tasks)} metric, "
+                                f"but the policy's task is {task}."))
+    return problems
+
+
+def _model(value: Any, name: str, root: Path) -> ModelRef | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return ModelRef(name=name, path=(root / value))
+    return ModelRef(name=name, path=root / value["path"], output=value.get("output"))
+
+
+def parse_policy(text: str, source: str, root: Path) -> Policy:
+    """Validate a policy text completely; paths are resolved against `root`."""
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        raise GateInputError(f"is not valid YAML: {getattr(exc, 'problem', exc)}", path=source, line=line,
+                             fix="check the indentation and quoting at that line") from None
+    if node is None:
+        raise GateInputError("is empty", path=source, fix="start from a preset in policies/ or the README")
+    problems: list[Problem] = []
+    lines = _line_map(node, problems=problems)
+    raw = yaml.SafeLoader(text).get_single_data()
+    checked = SCHEMA.check(raw, (), problems)
+    if isinstance(raw, dict) and isinstance(raw.get("rules"), list):
+        task = raw.get("task", "classification")
+        for i, rule in enumerate(raw["rules"]):
+            if isinstance(rule, dict):
+                problems.extend(_rule_problems(rule, i, task))
+    _raise(problems, source, lines)
+
+    rules = []
+    for i, r in enumerate(checked["rules"]):
+        bound_kind = next(b for b in BOUNDS if b in r)
+        rules.append(Rule(index=i + 1, line=_line_of(lines, ("rules", i)), metric=r["metric"],
+                          bound_kind=bound_kind, bound=float(r[bound_kind]),
+                          severity=r.get("severity", "fail"), label=r.get("name")))
+    data = checked.get("data")
+    data_spec = None
+    if data:
+        data_spec = DataSpec(path=root / data["path"], inputs=dict(data.get("inputs", {})),
+                             labels=data.get("labels"), groups=tuple(
+                                 tuple(g) if isinstance(g, list) else g for g in data.get("groups", [])))
+    candidates = tuple(_model(v, k, root) for k, v in checked.get("candidates", {}).items())
+    return Policy(
+        source=source, text=text, sha256=hashlib.sha256(text.encode()).hexdigest(),
+        base=_model(checked.get("base"), "base", root), candidates=candidates, data=data_spec,
+        rules=tuple(rules),
+        **{k: checked[k] for k in ("task", "output", "scores", "confidence", "inconclusive",
+                                   "bootstrap", "seed", "batch_size", "max_file_mb", "latency")
+           if k in checked},
+    )
+
+
+def presets() -> dict[str, Path]:
+    return {p.stem: p for p in sorted(policies_dir().glob("*.yaml"))}
+
+
+def load_policy(spec: str | Path) -> Policy:
+    """A policy file, or the name of a shipped preset."""
+    path = Path(spec)
+    if not path.exists():
+        shipped = presets()
+        if str(spec) in shipped:
+            preset = shipped[str(spec)]
+            return parse_policy(preset.read_text(encoding="utf-8"), f"preset:{spec}", Path.cwd())
+        hint = difflib.get_close_matches(str(spec), list(shipped), n=1)
+        fix = f"did you mean the preset '{hint[0]}'?" if hint else \
+            f"give a policy file, or a preset name: {', '.join(shipped)}"
+        raise GateInputError("no such policy file or preset", path=spec, fix=fix)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise GateInputError(f"cannot be read: {exc}", path=path, fix="give a readable UTF-8 YAML file") from None
+    return parse_policy(text, str(path), path.resolve().parent)
+
+
+def with_overrides(policy: Policy, *, base: str | None = None, candidates: list[str] | None = None,
+                   data: str | None = None) -> Policy:
+    """Command-line flags win over the policy; their paths are relative to the working directory."""
+    changes: dict[str, Any] = {}
+    if base:
+        changes["base"] = ModelRef(name="base", path=Path(base))
+    if candidates:
+        refs = []
+        for item in candidates:
+            name, sep, path = item.partition("=")
+            if not sep:
+                name, path = Path(item).stem, item
+            refs.append(ModelRef(name=name, path=Path(path)))
+        names = [r.name for r in refs]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise GateInputError(f"two candidates are named {dupes[0]!r}", path="--candidate",
+                                 fix="name them: --candidate int8=a/model.onnx --candidate fp16=b/model.onnx")
+        changes["candidates"] = tuple(refs)
+    if data:
+        old = policy.data
+        changes["data"] = DataSpec(path=Path(data), inputs=old.inputs if old else {},
+                                   labels=old.labels if old else None, groups=old.groups if old else ())
+    return dataclasses.replace(policy, **changes) if changes else policy
+
+
+def require_runnable(policy: Policy) -> None:
+    missing = [what for what, value in (("a base model", policy.base), ("calibration data", policy.data))
+               if value is None]
+    if not policy.candidates:
+        missing.append("at least one candidate")
+    if missing:
+        raise GateInputError(f"does not say {', '.join(missing)}", path=policy.source,
+                             fix="add base:, candidates: and data: to the policy, or pass --base, --candidate, --data")

@@ -1,0 +1,187 @@
+"""Raw model outputs -> small per-sample vectors, one batch at a time.
+
+Nothing here keeps a model's whole output unless a metric needs it (roc_auc
+needs every score); everything else is a few numbers per sample.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from gate.errors import GateInputError
+
+LABELS, PROBABILITIES, LOGITS, BINARY_PROBABILITY, BINARY_LOGIT, VALUES = (
+    "labels", "probabilities", "logits", "binary_probability", "binary_logit", "values")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Predictions:
+    """What the metrics read for one model."""
+    kind: str
+    pred: np.ndarray | None  # predicted class (classification)
+    values: np.ndarray | None  # outputs (regression), (n, m)
+    true_prob: np.ndarray | None  # probability of the true class
+    true_rank: np.ndarray | None  # how many classes scored above the true one
+    probs: np.ndarray | None  # (n, k), only when a metric needs every score
+    n_classes: int | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Agreement:
+    """Per-sample closeness of a candidate's outputs to the base's."""
+    kl: np.ndarray | None
+    cosine: np.ndarray | None
+    max_abs: np.ndarray | None
+
+
+def _log_softmax(x: np.ndarray) -> np.ndarray:
+    shifted = x - x.max(axis=1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+
+
+def _squeeze(raw: np.ndarray) -> np.ndarray:
+    out = raw.reshape(raw.shape[0], -1) if raw.ndim > 2 and all(d == 1 for d in raw.shape[2:]) else raw
+    return out
+
+
+def classify_kind(raw: np.ndarray, scores: str, where: str) -> str:
+    raw = _squeeze(raw)
+    if raw.ndim == 0 or raw.ndim > 2:
+        raise GateInputError(f"gives an output of shape {raw.shape}; a classifier must give (batch,), (batch, 1) "
+                             f"or (batch, classes)", path=where, fix="choose another output with `output:`")
+    if np.issubdtype(raw.dtype, np.integer) or raw.dtype == np.bool_:
+        if raw.ndim == 2 and raw.shape[1] != 1:
+            raise GateInputError(f"gives integer outputs of shape {raw.shape}", path=where,
+                                 fix="choose a label or score output with `output:`")
+        return LABELS
+    if not np.issubdtype(raw.dtype, np.floating):
+        raise GateInputError(f"gives {raw.dtype} outputs", path=where, fix="choose a numeric output with `output:`")
+    binary = raw.ndim == 1 or raw.shape[1] == 1
+    in_unit = bool(np.all((raw >= 0) & (raw <= 1)))
+    if binary:
+        if scores == "probabilities" or (scores == "auto" and in_unit):
+            return BINARY_PROBABILITY
+        return BINARY_LOGIT
+    sums_to_one = in_unit and bool(np.allclose(raw.sum(axis=1), 1.0, atol=1e-3))
+    if scores == "probabilities" or (scores == "auto" and sums_to_one):
+        return PROBABILITIES
+    return LOGITS
+
+
+def log_probs(raw: np.ndarray, kind: str) -> np.ndarray | None:
+    """(batch, classes) log-probabilities, or None for label outputs."""
+    raw = _squeeze(raw).astype(np.float64, copy=False)
+    if kind == LABELS:
+        return None
+    if kind in (BINARY_PROBABILITY, BINARY_LOGIT):
+        flat = raw.reshape(-1)
+        if kind == BINARY_LOGIT:
+            logits = np.stack([np.zeros_like(flat), flat], axis=1)
+            return _log_softmax(logits)
+        p = np.clip(flat, 1e-12, 1 - 1e-12)
+        return np.log(np.stack([1 - p, p], axis=1))
+    if kind == LOGITS:
+        return _log_softmax(raw)
+    return np.log(np.clip(raw, 1e-12, None))
+
+
+class Collector:
+    """Accumulates one model's per-sample vectors over the batches."""
+
+    def __init__(self, *, n: int, task: str, scores: str, keep_probs: bool, where: str) -> None:
+        self.n, self.task, self.scores, self.keep_probs, self.where = n, task, scores, keep_probs, where
+        self.kind: str | None = None
+        self.pred = self.values = self.true_prob = self.true_rank = self.probs = None
+        self.n_classes: int | None = None
+
+    def add(self, raw: np.ndarray, labels: np.ndarray | None, start: int, stop: int) -> np.ndarray | None:
+        """Store this batch; return its log-probabilities (for agreement), if any."""
+        if raw.shape[0] != stop - start:
+            raise GateInputError(f"returned {raw.shape[0]} rows for a batch of {stop - start}", path=self.where,
+                                 fix="the first output axis must be the batch axis")
+        if self.task == "regression":
+            batch = _squeeze(raw).astype(np.float64, copy=False).reshape(stop - start, -1)
+            if self.values is None:
+                self.kind = VALUES
+                self.values = np.empty((self.n, batch.shape[1]), dtype=np.float64)
+            self.values[start:stop] = batch
+            return None
+        if self.kind is None:
+            self.kind = classify_kind(raw, self.scores, self.where)
+            self.pred = np.empty(self.n, dtype=np.int64)
+        logp = log_probs(raw, self.kind)
+        if logp is None:
+            self.pred[start:stop] = _squeeze(raw).reshape(-1)
+            return None
+        k = logp.shape[1]
+        if self.n_classes is None:
+            self.n_classes = k
+            self.true_prob = np.empty(self.n, dtype=np.float64)
+            self.true_rank = np.empty(self.n, dtype=np.int32)
+            if self.keep_probs:
+                self.probs = np.empty((self.n, k), dtype=np.float32)
+        self.pred[start:stop] = logp.argmax(axis=1)
+        if self.probs is not None:
+            self.probs[start:stop] = np.exp(logp)
+        if labels is not None:
+            y = _class_indices(labels, k, self.where)
+            true_logp = logp[np.arange(len(y)), y]
+            self.true_prob[start:stop] = np.exp(true_logp)
+            self.true_rank[start:stop] = (logp > true_logp[:, None]).sum(axis=1)
+        return logp
+
+    def result(self) -> Predictions:
+        has_scores = self.n_classes is not None
+        return Predictions(kind=self.kind or "none", pred=self.pred, values=self.values,
+                           true_prob=self.true_prob if has_scores else None,
+                           true_rank=self.true_rank if has_scores else None,
+                           probs=self.probs, n_classes=self.n_classes)
+
+
+def _class_indices(labels: np.ndarray, k: int, where: str) -> np.ndarray:
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise GateInputError(f"gives {k} class scores, so labels must be class indices 0..{k - 1}; "
+                             f"the labels are {labels.dtype}", path=where,
+                             fix="store the labels as integers 0..k-1 in the order of the model's outputs")
+    if labels.size and (labels.min() < 0 or labels.max() >= k):
+        raise GateInputError(f"gives {k} class scores, but a label is {int(labels.max() if labels.max() >= k else labels.min())}",
+                             path=where, fix=f"labels must lie in 0..{k - 1}")
+    return labels
+
+
+class AgreementCollector:
+    """Per-sample KL, cosine and max |diff| of a candidate against the base, batch by batch."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.kl = np.full(n, np.nan)
+        self.cosine = np.full(n, np.nan)
+        self.max_abs = np.full(n, np.nan)
+        self.has_kl = True
+        self.comparable = True
+
+    def add(self, base_raw: np.ndarray, cand_raw: np.ndarray, base_logp, cand_logp, start: int, stop: int) -> None:
+        if base_logp is None or cand_logp is None or base_logp.shape != cand_logp.shape:
+            self.has_kl = False
+        else:
+            p = np.exp(base_logp)
+            self.kl[start:stop] = np.maximum((p * (base_logp - cand_logp)).sum(axis=1), 0.0)
+        a = base_raw.reshape(stop - start, -1).astype(np.float64, copy=False)
+        b = cand_raw.reshape(stop - start, -1).astype(np.float64, copy=False)
+        if a.shape != b.shape:
+            self.comparable = False
+            return
+        self.max_abs[start:stop] = np.abs(a - b).max(axis=1) if a.shape[1] else 0.0
+        norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+        dots = (a * b).sum(axis=1)
+        both_zero = (np.linalg.norm(a, axis=1) == 0) & (np.linalg.norm(b, axis=1) == 0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            cos = np.where(norms > 0, dots / np.where(norms > 0, norms, 1.0), 0.0)
+        self.cosine[start:stop] = np.where(both_zero, 1.0, cos)
+
+    def result(self) -> Agreement:
+        return Agreement(kl=self.kl if self.has_kl else None,
+                         cosine=self.cosine if self.comparable else None,
+                         max_abs=self.max_abs if self.comparable else None)

@@ -1,0 +1,215 @@
+"""Command line: argument parsing only; the pipeline does the work.
+
+Exit codes: 0 every candidate passes, 1 a candidate fails the policy,
+2 the inputs are wrong (the message names the file and the fix),
+3 the gate itself broke (a bug: please report it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from gate import __version__
+from gate.errors import GateInputError
+
+EXIT_PASS, EXIT_FAIL, EXIT_INPUT, EXIT_BUG = 0, 1, 2, 3
+
+
+def _model_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--policy", required=True, metavar="P",
+                   help="policy YAML file, or the name of a shipped preset (see `gate policy check --help`)")
+    p.add_argument("--base", metavar="M", help="base model (overrides the policy's base:)")
+    p.add_argument("--candidate", action="append", metavar="[NAME=]M",
+                   help="candidate model; repeat for several; NAME defaults to the file name (overrides candidates:)")
+    p.add_argument("--data", metavar="D", help="calibration data, .npz or .csv (overrides data.path)")
+    bar = p.add_mutually_exclusive_group()
+    bar.add_argument("--progress", dest="progress", action="store_true", default=None,
+                     help="show a progress bar (default: only on a terminal)")
+    bar.add_argument("--no-progress", dest="progress", action="store_false", help="never show a progress bar")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="gate", description="Regression gate for compressed models: is each candidate still good enough "
+                                 "compared to its base model?",
+        epilog="exit codes: 0 pass, 1 a candidate fails, 2 wrong inputs, 3 internal error")
+    parser.add_argument("--version", action="version", version=f"gate {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    check = sub.add_parser("check", help="measure, judge and report in one go",
+                           description="Run base and candidates on the calibration data, judge every rule of "
+                                       "the policy, write report.md, report.html, report.json and junit.xml.")
+    _model_flags(check)
+    check.add_argument("--out", default="gate-report", metavar="DIR", help="report directory (default: gate-report)")
+    check.add_argument("--templates", metavar="DIR", help="directory of templates that override the shipped ones")
+
+    measure = sub.add_parser("measure", help="measure only, write results.json for `gate judge`",
+                             description="Measure base and candidates and write the results as JSON, to be "
+                                         "judged elsewhere with `gate judge`.")
+    _model_flags(measure)
+    measure.add_argument("--out", default="results.json", metavar="FILE", help="results file (default: results.json)")
+
+    judge = sub.add_parser("judge", help="judge results.json file(s) against a policy and report",
+                           description="Judge measurements written by `gate measure` (several files are merged "
+                                       "when they were measured on the same base and data).")
+    judge.add_argument("results", nargs="+", type=Path, metavar="RESULTS", help="results.json from `gate measure`")
+    judge.add_argument("--policy", required=True, metavar="P", help="policy YAML file or preset name")
+    judge.add_argument("--out", default="gate-report", metavar="DIR", help="report directory (default: gate-report)")
+    judge.add_argument("--templates", metavar="DIR", help="directory of templates that override the shipped ones")
+
+    demo = sub.add_parser("demo", help="build a small model, compress it four ways, and gate the candidates",
+                          description="Train a small classifier on scikit-learn's bundled digits, export it to "
+                                      "ONNX, compress it (int8 dynamic, int8 static QDQ, fp16, magnitude "
+                                      "pruning), and run the gate on it. No network, no arguments needed.")
+    demo.add_argument("--out", default="gate-demo", metavar="DIR", help="where models, data, policy and reports go "
+                                                                        "(default: ./gate-demo)")
+
+    policy = sub.add_parser("policy", help="check a policy file or print the policy JSON Schema")
+    psub = policy.add_subparsers(dest="policy_command", metavar="ACTION")
+    pcheck = psub.add_parser("check", help="validate a policy file (exit 0 valid, 2 invalid)",
+                             description="Validate a policy: every key, bound and metric; the files it names.")
+    pcheck.add_argument("policy", metavar="P", help="policy YAML file or preset name")
+    psub.add_parser("schema", help="print the JSON Schema of the policy format")
+    return parser
+
+
+def _print_summary(verdict, out_dir: Path | None, stream=sys.stdout) -> None:
+    for c in verdict.candidates:
+        counts = c.counts
+        extra = f"  ({c.error.splitlines()[0]})" if c.error else ""
+        print(f"  {c.verdict.upper():4}  {c.name}: {counts['pass']} passed, {counts['fail'] + counts['error']} failed, "
+              f"{counts['warn']} warned, {counts['inconclusive']} inconclusive{extra}", file=stream)
+        for r in c.rules:
+            if r.status != "pass":
+                print(f"        {r.status}: {r.rule}: {r.reason}", file=stream)
+    print(f"verdict: {verdict.verdict.upper()}", file=stream)
+    if out_dir is not None:
+        print(f"reports: {out_dir / 'report.md'}, {out_dir / 'report.html'}, {out_dir / 'report.json'}, "
+              f"{out_dir / 'junit.xml'}", file=stream)
+
+
+def _report(policy, measurements, out: str, templates: str | None) -> int:
+    from gate.judge import judge
+    from gate.report import Report, write_reports
+
+    if templates and not Path(templates).is_dir():
+        raise GateInputError("is not a directory of templates", path=templates,
+                             fix="give a directory holding report.md.j2, report.html.j2 or junit.xml.j2")
+    verdict = judge(policy, measurements)
+    report = Report(verdict=verdict, measurements=measurements, policy_source=policy.source,
+                    policy_text=policy.text, policy_sha256=policy.sha256)
+    out_dir = Path(out)
+    errors = write_reports(report, out_dir, Path(templates) if templates else None)
+    _print_summary(verdict, out_dir)
+    for name, error in errors.items():
+        print(f"error: {name} could not be rendered: {error}", file=sys.stderr)
+    if errors and templates:
+        raise GateInputError(f"failed to render {', '.join(errors)}", path=templates,
+                             fix="fix the template; the other reports were written")
+    if errors:
+        raise RuntimeError(f"a shipped template failed: {errors}")
+    for error in verdict.input_errors:
+        print(f"error: {error}", file=sys.stderr)
+    if verdict.input_errors:
+        return EXIT_INPUT
+    return EXIT_PASS if verdict.verdict == "pass" else EXIT_FAIL
+
+
+def _load(args):
+    from gate.policy import load_policy, with_overrides
+
+    return with_overrides(load_policy(args.policy), base=args.base, candidates=args.candidate, data=args.data)
+
+
+def cmd_check(args) -> int:
+    from gate.pipeline import measure
+
+    policy = _load(args)
+    return _report(policy, measure(policy, show_progress=args.progress), args.out, args.templates)
+
+
+def cmd_measure(args) -> int:
+    from gate.pipeline import measure
+
+    policy = _load(args)
+    measurements = measure(policy, show_progress=args.progress)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"gate_results": measurements.to_dict()}, indent=2, default=str) + "\n",
+                   encoding="utf-8")
+    print(f"measured {len(measurements.candidates)} candidate(s) on {measurements.n_samples:,} samples: {out}")
+    return EXIT_PASS
+
+
+def cmd_judge(args) -> int:
+    from gate.merge import load_results
+    from gate.policy import load_policy
+
+    policy = load_policy(args.policy)
+    return _report(policy, load_results(args.results), args.out, args.templates)
+
+
+def cmd_demo(args) -> int:
+    from gate.demo_assets import build_demo_assets
+    from gate.pipeline import measure
+    from gate.policy import load_policy
+
+    out = Path(args.out)
+    print(f"building a base model and 5 compressed candidates in {out}/ ...")
+    assets = build_demo_assets(out)
+    policy = load_policy(assets.policy)
+    print(f"gating them with {assets.policy}:")
+    code = _report(policy, measure(policy), str(out / "report"), None)
+    print("the demo shows both outcomes on purpose: a candidate that keeps the base's quality passes, "
+          "one pruned too far fails.")
+    print(f"try it on your models: gate check --policy {assets.policy} --base M --candidate M --data D")
+    return EXIT_PASS if code in (EXIT_PASS, EXIT_FAIL) else code
+
+
+def cmd_policy(args, parser) -> int:
+    from gate.policy import json_schema, load_policy
+
+    if args.policy_command == "schema":
+        print(json.dumps(json_schema(), indent=2))
+        return EXIT_PASS
+    if args.policy_command == "check":
+        policy = load_policy(args.policy)
+        missing = [ref for ref in ([policy.base] if policy.base else []) + list(policy.candidates)
+                   if not ref.path.exists()]
+        if policy.data and not policy.data.path.exists():
+            missing.append(policy.data)
+        if missing:
+            raise GateInputError(f"names files that do not exist: {', '.join(str(m.path) for m in missing)}",
+                                 path=policy.source, fix="paths in a policy are relative to the policy file")
+        print(f"{policy.source}: valid ({len(policy.rules)} rule(s), {len(policy.candidates)} candidate(s))")
+        return EXIT_PASS
+    parser.parse_args(["policy", "--help"])
+    return EXIT_INPUT
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    commands = {"check": cmd_check, "measure": cmd_measure, "judge": cmd_judge, "demo": cmd_demo}
+    try:
+        if args.command in commands:
+            return commands[args.command](args)
+        if args.command == "policy":
+            return cmd_policy(args, parser)
+        parser.print_help()
+        return EXIT_INPUT
+    except GateInputError as exc:
+        print(f"error: {exc.render()}", file=sys.stderr)
+        return EXIT_INPUT
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception:  # a bug in the gate, not a user mistake: say so, keep the details
+        import traceback
+
+        traceback.print_exc()
+        print("error: the gate itself failed (a bug); please report it with the trace above", file=sys.stderr)
+        return EXIT_BUG

@@ -1,0 +1,124 @@
+"""Predictions of base and candidate -> paired MetricResults with intervals.
+
+Reads what to measure and the confidence level from the caller, never a
+threshold: deciding is the judge's job.
+"""
+
+from __future__ import annotations
+
+import zlib
+
+import numpy as np
+
+from gate.measure import agreement as agree
+from gate.measure.quality import function_for, top_k_hits
+from gate.measure.registry import (AGREEMENT, BOOTSTRAP, FOOTPRINT, PAIRED_PROPORTION, PROPORTION, MetricSpec,
+                                   get_metric, top_k_of)
+from gate.measure.stats import (Interval, paired_bootstrap_interval, paired_proportion_diff_interval,
+                                wilson_interval)
+from gate.measurements import MetricResult, ModelInfo
+from gate.predictions import Agreement, Predictions
+
+
+def _seed(seed: int, metric: str) -> int:
+    # per-metric seeds: a metric's interval must not depend on which other rules exist
+    return (seed * 1_000_003 + zlib.crc32(metric.encode())) % (2**32)
+
+
+def _finite(x: float) -> float | None:
+    return float(x) if x is not None and np.isfinite(x) else None
+
+
+def unavailable_reason(spec: MetricSpec, *, task: str, has_labels: bool, base: Predictions,
+                       cand: Predictions) -> str | None:
+    if not spec.measured:
+        return "not measured by this version of the gate"
+    if task not in spec.tasks:
+        return f"not defined for {task}"
+    if spec.needs_labels and not has_labels:
+        return "the data has no labels"
+    if spec.needs_scores and spec.kind != AGREEMENT and (base.n_classes is None or cand.n_classes is None):
+        return "a model gives labels, not scores"
+    if spec.name == "roc_auc" and (base.probs is None or cand.probs is None):
+        return "scores were not kept"
+    k = top_k_of(spec.name)
+    if k is not None and base.n_classes is not None and k >= base.n_classes:
+        return f"top-{k} of {base.n_classes} classes is always right"
+    return None
+
+
+def compare(name: str, *, base: Predictions, cand: Predictions, agreement: Agreement, y: np.ndarray | None,
+            task: str, confidence: float, bootstrap: int, seed: int, with_interval: bool) -> MetricResult:
+    """One metric for one candidate. Cheap closed-form intervals are always given;
+    bootstrap intervals only when asked (a rule uses the metric)."""
+    spec = get_metric(name)
+    n = len(y) if y is not None else len(base.pred if base.pred is not None else base.values)
+    reason = unavailable_reason(spec, task=task, has_labels=y is not None, base=base, cand=cand)
+    if reason:
+        return MetricResult(metric=name, n=n, unavailable=reason)
+    if spec.kind == AGREEMENT:
+        return _agreement(name, spec, base=base, cand=cand, agreement=agreement, y=y, n=n, confidence=confidence,
+                          bootstrap=bootstrap, seed=seed, with_interval=with_interval)
+    if spec.method == PAIRED_PROPORTION:
+        k = top_k_of(name)
+        hits_b = top_k_hits(base, k) if k else base.pred == y
+        hits_c = top_k_hits(cand, k) if k else cand.pred == y
+        b = int((hits_b & ~hits_c).sum())
+        c = int((~hits_b & hits_c).sum())
+        acc_b, acc_c = float(hits_b.mean()), float(hits_c.mean())
+        return MetricResult(metric=name, n=n, base=acc_b, candidate=acc_c, delta=(c - b) / n,
+                            delta_interval=paired_proportion_diff_interval(b, c, n, confidence),
+                            candidate_interval=wilson_interval(int(hits_c.sum()), n, confidence),
+                            discordant_rate=(b + c) / n)
+    fn = function_for(name)
+    value_b, value_c = fn(base, y, None), fn(cand, y, None)
+    delta_iv = cand_iv = None
+    if with_interval:
+        s = _seed(seed, name)
+        delta_iv = paired_bootstrap_interval(lambda idx: fn(cand, y, idx) - fn(base, y, idx), n,
+                                             confidence=confidence, n_resamples=bootstrap, seed=s)
+        cand_iv = paired_bootstrap_interval(lambda idx: fn(cand, y, idx), n,
+                                            confidence=confidence, n_resamples=bootstrap, seed=s)
+    return MetricResult(metric=name, n=n, base=_finite(value_b), candidate=_finite(value_c),
+                        delta=_finite(value_c - value_b), delta_interval=delta_iv, candidate_interval=cand_iv)
+
+
+def _agreement(name, spec, *, base, cand, agreement, y, n, confidence, bootstrap, seed, with_interval):
+    if spec.method == PROPORTION:
+        count = agree.flip_counts(base, cand, y)[name]
+        return MetricResult(metric=name, n=n, candidate=count / n,
+                            candidate_interval=wilson_interval(count, n, confidence))
+    if name == "max_abs_diff":
+        if agreement.max_abs is None:
+            return MetricResult(metric=name, n=n, unavailable="the outputs of base and candidate differ in shape")
+        return MetricResult(metric=name, n=n, candidate=float(np.max(agreement.max_abs)))
+    values = agree.per_sample(agreement)[name]
+    if values is None:
+        why = "a model gives labels, not scores" if name == "kl_divergence" else \
+            "the outputs of base and candidate differ in shape"
+        return MetricResult(metric=name, n=n, unavailable=why)
+    interval = None
+    if with_interval and spec.method == BOOTSTRAP:
+        interval = paired_bootstrap_interval(lambda idx: float(values[idx].mean()), n, confidence=confidence,
+                                             n_resamples=bootstrap, seed=_seed(seed, name))
+    return MetricResult(metric=name, n=n, candidate=float(values.mean()), candidate_interval=interval)
+
+
+def footprint(name: str, base: ModelInfo, cand: ModelInfo, n: int) -> MetricResult:
+    """File-level facts: exact, no sampling error."""
+    if name == "model_size_mb":
+        b, c = base.size_bytes / 1e6, cand.size_bytes / 1e6
+    elif name == "parameters":
+        if base.parameters is None or cand.parameters is None:
+            return MetricResult(metric=name, n=n, unavailable="parameter count unknown for this format")
+        b, c = float(base.parameters), float(cand.parameters)
+    else:
+        return MetricResult(metric=name, n=n, unavailable="not measured by this version of the gate")
+    exact = Interval(low=c - b, high=c - b, method="exact")
+    return MetricResult(metric=name, n=n, base=b, candidate=c, delta=c - b, delta_interval=exact,
+                        candidate_interval=Interval(low=c, high=c, method="exact"))
+
+
+def is_footprint(name: str) -> bool:
+    spec = get_metric(name)
+    return spec is not None and spec.kind == FOOTPRINT

@@ -1,0 +1,107 @@
+"""What was measured: one result type, read by the judge and every report.
+
+Format history of results.json (`format`):
+  1 - first version: base, candidates[metrics], data, provenance.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from gate.measure.stats import Interval
+
+FORMAT = 1
+
+
+def _interval(d: dict | None) -> Interval | None:
+    return Interval(**d) if d else None
+
+
+@dataclass(frozen=True, kw_only=True)
+class MetricResult:
+    metric: str
+    n: int
+    base: float | None = None
+    candidate: float | None = None
+    delta: float | None = None  # candidate - base
+    delta_interval: Interval | None = None
+    candidate_interval: Interval | None = None
+    discordant_rate: float | None = None  # paired proportions: share of samples that differ
+    unavailable: str | None = None  # why it could not be measured
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> MetricResult:
+        d = dict(d)
+        d["delta_interval"] = _interval(d.get("delta_interval"))
+        d["candidate_interval"] = _interval(d.get("candidate_interval"))
+        return cls(**d)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelInfo:
+    name: str
+    path: str
+    sha256: str | None = None
+    size_bytes: int | None = None
+    files: list = field(default_factory=list)  # [{path, size_bytes}] model and external data
+    parameters: int | None = None
+    output: str | None = None
+    output_kind: str | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True, kw_only=True)
+class CandidateMeasurements:
+    info: ModelInfo
+    metrics: dict[str, MetricResult] = field(default_factory=dict)
+    error: str | None = None  # this candidate could not be measured; the others still are
+    error_kind: str | None = None  # "input" (a user mistake: exit 2) or "crash"
+
+    @property
+    def name(self) -> str:
+        return self.info.name
+
+    def to_dict(self) -> dict:
+        return {"info": self.info.to_dict(), "metrics": {k: v.to_dict() for k, v in self.metrics.items()},
+                "error": self.error, "error_kind": self.error_kind}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> CandidateMeasurements:
+        return cls(info=ModelInfo(**d["info"]),
+                   metrics={k: MetricResult.from_dict(v) for k, v in d["metrics"].items()},
+                   error=d.get("error"), error_kind=d.get("error_kind"))
+
+
+@dataclass(frozen=True, kw_only=True)
+class Measurements:
+    task: str
+    n_samples: int
+    confidence: float
+    seed: int
+    bootstrap: int
+    base: ModelInfo
+    candidates: tuple[CandidateMeasurements, ...]
+    data: dict  # path, sha256, size_bytes, labels, inputs
+    provenance: dict  # versions, host, started, finished, command
+    base_metrics: dict[str, float] = field(default_factory=dict)
+    format: int = FORMAT
+
+    def to_dict(self) -> dict:
+        return {"format": self.format, "task": self.task, "n_samples": self.n_samples,
+                "confidence": self.confidence, "seed": self.seed, "bootstrap": self.bootstrap,
+                "base": self.base.to_dict(), "base_metrics": self.base_metrics,
+                "candidates": [c.to_dict() for c in self.candidates],
+                "data": self.data, "provenance": self.provenance}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Measurements:
+        return cls(format=d["format"], task=d["task"], n_samples=d["n_samples"], confidence=d["confidence"],
+                   seed=d["seed"], bootstrap=d["bootstrap"], base=ModelInfo(**d["base"]),
+                   base_metrics=d.get("base_metrics", {}),
+                   candidates=tuple(CandidateMeasurements.from_dict(c) for c in d["candidates"]),
+                   data=d["data"], provenance=d["provenance"])

@@ -1,0 +1,142 @@
+"""policy + data + models -> runs -> measurements. One direction, no thresholds read."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+
+from gate import provenance
+from gate.data import Dataset, load_dataset
+from gate.errors import GateInputError
+from gate.files import sha256_of
+from gate.measure.compare import compare, footprint, is_footprint
+from gate.measure.footprint import onnx_footprint
+from gate.measure.quality import function_for
+from gate.measure.registry import get_metric
+from gate.measurements import CandidateMeasurements, Measurements, MetricResult, ModelInfo
+from gate.models import open_runner
+from gate.policy import ModelRef, Policy, require_runnable
+from gate.predictions import AgreementCollector, Collector
+from gate.progress import Progress
+
+DEFAULT_METRICS = {
+    "classification": ["accuracy", "balanced_accuracy", "f1_macro", "f1_weighted", "precision_macro",
+                       "recall_macro", "top_5_accuracy", "log_loss", "flip_rate", "negative_flip_rate",
+                       "positive_flip_rate", "kl_divergence", "max_abs_diff", "cosine_similarity",
+                       "model_size_mb", "parameters"],
+    "regression": ["mae", "rmse", "r2", "max_abs_diff", "cosine_similarity", "model_size_mb", "parameters"],
+}
+
+
+def metrics_to_measure(policy: Policy) -> tuple[list[str], set[str]]:
+    """(every metric to report, the ones rules judge: those get intervals)."""
+    judged = {rule.metric for rule in policy.rules}
+    names = list(DEFAULT_METRICS[policy.task])
+    names += sorted(m for m in judged if m not in names)
+    return names, judged
+
+
+def _model_info(ref: ModelRef, runner=None) -> ModelInfo:
+    files, parameters = onnx_footprint(ref.path) if ref.path.suffix.lower() == ".onnx" else \
+        ([{"path": str(ref.path), "size_bytes": ref.path.stat().st_size}], None)
+    return ModelInfo(name=ref.name, path=str(ref.path), sha256=sha256_of(ref.path),
+                     size_bytes=sum(f["size_bytes"] for f in files), files=files, parameters=parameters,
+                     output=getattr(runner, "output", None))
+
+
+def _open(ref: ModelRef, policy: Policy, dataset: Dataset):
+    runner = open_runner(ref, output=policy.output, inputs=policy.data.inputs, max_mb=policy.max_file_mb)
+    runner.bind(dataset)
+    return runner, _model_info(ref, runner)
+
+
+def measure(policy: Policy, *, show_progress: bool | None = None) -> Measurements:
+    require_runnable(policy)
+    started = provenance.now()
+    dataset = load_dataset(policy.data, max_mb=policy.max_file_mb)
+    if policy.task == "regression" and dataset.labels is not None and \
+            not np.issubdtype(dataset.labels.dtype, np.number):
+        raise GateInputError(f"holds non-numeric regression targets in {dataset.labels_key!r}", path=dataset.path,
+                             fix="store numeric targets")
+    names, judged = metrics_to_measure(policy)
+    base_runner, base_info = _open(policy.base, policy, dataset)
+
+    failed: dict[str, CandidateMeasurements] = {}
+    runners, infos = {}, {}
+    for ref in policy.candidates:
+        try:
+            runners[ref.name], infos[ref.name] = _open(ref, policy, dataset)
+        except GateInputError as exc:
+            failed[ref.name] = CandidateMeasurements(info=ModelInfo(name=ref.name, path=str(ref.path)),
+                                                     error=exc.render(), error_kind="input")
+
+    n, y = dataset.n, dataset.labels
+    keep_probs = "roc_auc" in judged
+
+    def collector(where: str) -> Collector:
+        return Collector(n=n, task=policy.task, scores=policy.scores, keep_probs=keep_probs, where=where)
+
+    base_col = collector(str(policy.base.path))
+    cols = {name: collector(str(runner.path)) for name, runner in runners.items()}
+    agreements = {name: AgreementCollector(n) for name in runners}
+    progress = Progress(n, "measuring", enabled=show_progress)
+    for start in range(0, n, policy.batch_size):
+        stop = min(start + policy.batch_size, n)
+        labels = y[start:stop] if y is not None else None
+        base_raw = base_runner.run(start, stop)
+        base_logp = base_col.add(base_raw, labels, start, stop)
+        for name in list(runners):
+            try:
+                raw = runners[name].run(start, stop)
+                logp = cols[name].add(raw, labels, start, stop)
+                agreements[name].add(base_raw, raw, base_logp, logp, start, stop)
+            except Exception as exc:  # one broken candidate must not take the others down
+                kind = "input" if isinstance(exc, GateInputError) else "crash"
+                text = exc.render() if isinstance(exc, GateInputError) else f"{type(exc).__name__}: {exc}"
+                failed[name] = CandidateMeasurements(info=infos[name], error=text, error_kind=kind)
+                del runners[name]
+        progress.advance(stop - start)
+    progress.close()
+
+    base_pred = base_col.result()
+    measured = {}
+    for name in runners:
+        cand_pred, agreement = cols[name].result(), agreements[name].result()
+        info = replace(infos[name], output_kind=cand_pred.kind)
+        metrics: dict[str, MetricResult] = {}
+        for metric in names:
+            if get_metric(metric) is None:
+                continue
+            if is_footprint(metric):
+                result = footprint(metric, base_info, info, n)
+            else:
+                result = compare(metric, base=base_pred, cand=cand_pred, agreement=agreement, y=y,
+                                 task=policy.task, confidence=policy.confidence, bootstrap=policy.bootstrap,
+                                 seed=policy.seed, with_interval=metric in judged)
+            if result.unavailable is None or metric in judged:
+                metrics[metric] = result
+        measured[name] = CandidateMeasurements(info=info, metrics=metrics)
+
+    base_metrics = {}
+    if y is not None:
+        for metric in names:
+            fn, spec = function_for(metric), get_metric(metric)
+            if fn is None or policy.task not in spec.tasks or \
+                    spec.needs_scores and base_pred.n_classes is None or \
+                    metric == "roc_auc" and base_pred.probs is None:
+                continue
+            value = fn(base_pred, y, None)
+            if np.isfinite(value):
+                base_metrics[metric] = value
+    base_metrics["model_size_mb"] = base_info.size_bytes / 1e6
+    candidates = tuple(measured.get(ref.name) or failed[ref.name] for ref in policy.candidates)
+    return Measurements(
+        task=policy.task, n_samples=n, confidence=policy.confidence, seed=policy.seed, bootstrap=policy.bootstrap,
+        base=replace(base_info, output_kind=base_pred.kind), base_metrics=base_metrics, candidates=candidates,
+        data={"path": str(dataset.path), "sha256": dataset.sha256, "size_bytes": dataset.size_bytes,
+              "labels": dataset.labels_key, "n_samples": n},
+        provenance={"versions": provenance.versions(), "host": provenance.host(), "ci": provenance.ci(),
+                    "started": started, "finished": provenance.now(), "command": provenance.command(),
+                    "policy": {"path": policy.source, "sha256": policy.sha256}},
+    )

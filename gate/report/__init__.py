@@ -1,0 +1,119 @@
+"""Verdict + measurements -> report.md, report.html, report.json, junit.xml.
+
+No arithmetic on results happens here; templates get finished objects and a
+few formatting filters.
+
+report.json format history (`report_format`):
+  1 - first version: verdict, candidates[rules], measurements, provenance.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from gate.judge import Verdict
+from gate.measurements import Measurements
+
+REPORT_FORMAT = 1
+MARKDOWN_LIMIT = 65_000  # GitHub comments and step summaries stop at 65,536 characters
+
+
+@dataclass(frozen=True, kw_only=True)
+class Report:
+    verdict: Verdict
+    measurements: Measurements
+    policy_source: str
+    policy_text: str
+    policy_sha256: str
+
+    def to_dict(self) -> dict:
+        m = self.measurements
+        by_name = {c.name: c for c in m.candidates}
+        candidates = []
+        for cv in self.verdict.candidates:
+            cm = by_name[cv.name]
+            entry = cv.to_dict()
+            entry["model"] = cm.info.to_dict()
+            entry["metrics"] = {k: v.to_dict() for k, v in cm.metrics.items()}
+            candidates.append(entry)
+        return {
+            "report_format": REPORT_FORMAT,
+            "verdict": self.verdict.verdict,
+            "counts": self.verdict.counts,
+            "confidence": m.confidence,
+            "inconclusive": self.verdict.inconclusive,
+            "task": m.task,
+            "n_samples": m.n_samples,
+            "seed": m.seed,
+            "bootstrap": m.bootstrap,
+            "base": {"model": m.base.to_dict(), "metrics": m.base_metrics},
+            "candidates": candidates,
+            "input_errors": list(self.verdict.input_errors),
+            "provenance": {
+                **m.provenance,
+                # the policy that judged (gate judge may use another file than gate measure did)
+                "policy": {"path": self.policy_source, "sha256": self.policy_sha256, "text": self.policy_text},
+                "measured_with_policy": m.provenance.get("policy"),
+                "data": m.data,
+                "models": {"base": m.base.sha256, **{c.name: c.info.sha256 for c in m.candidates}},
+            },
+        }
+
+
+def _clean(value):
+    """JSON has no NaN or infinity: an unmeasurable number is null."""
+    if isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))):
+        return None
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    return value
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def render_all(report: Report, templates: Path | None = None) -> dict[str, str]:
+    """Every report as text. One failing renderer does not stop the others."""
+    from gate.report.render import render_html, render_junit, render_markdown
+
+    data = _clean(report.to_dict())
+    renderers = {
+        "report.json": lambda: json.dumps(data, indent=2, ensure_ascii=False, allow_nan=False, default=str) + "\n",
+        "report.md": lambda: render_markdown(data, templates),
+        "report.html": lambda: render_html(data, templates),
+        "junit.xml": lambda: render_junit(data, templates),
+    }
+    out, errors = {}, {}
+    for name, fn in renderers.items():
+        try:
+            out[name] = fn()
+        except Exception as exc:  # a broken (user) template must not lose the other reports
+            errors[name] = f"{type(exc).__name__}: {exc}"
+    if errors:
+        out["errors"] = errors
+    return out
+
+
+def write_reports(report: Report, out_dir: Path, templates: Path | None = None) -> dict[str, str]:
+    """Writes what rendered; returns {file: error} for what did not."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rendered = render_all(report, templates)
+    errors = rendered.pop("errors", {})
+    for name, text in rendered.items():
+        _atomic_write(out_dir / name, text)
+    return errors

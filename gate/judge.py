@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass, field
 
 from gate.fmt import number
-from gate.measure.registry import PAIRED_PROPORTION, get_metric
+from gate.measure.registry import EXACT, PAIRED_PROPORTION, get_metric
 from gate.measure.stats import samples_to_decide, samples_to_decide_from_interval
 from gate.measurements import CandidateMeasurements, Measurements, MetricResult
 from gate.policy import DROP_BOUNDS, Policy, Rule
@@ -104,6 +104,10 @@ def evaluate(rule: Rule, m: MetricResult | None, *, confidence: float, inconclus
         return _error(rule, f"{rule.metric} could not be measured: {m.unavailable}", m)
     spec = get_metric(rule.metric)
     name, kind, bound = rule.metric, rule.bound_kind, rule.bound
+    needed = m.candidate_interval if kind in ("min", "max") else m.delta_interval
+    if needed is None and spec.method != EXACT:
+        # never judge a sampled number as if it were exact
+        return _error(rule, f"{name} was measured without an interval; measure again with this rule in the policy", m)
     if kind in ("min", "max"):
         observed = m.candidate
         iv = m.candidate_interval

@@ -6,7 +6,8 @@ import math
 from dataclasses import dataclass, field
 
 from gate.fmt import number
-from gate.measure.registry import EXACT, PAIRED_PROPORTION, get_metric
+from gate.measure import stats
+from gate.measure.registry import BOOTSTRAP, EXACT, FAIRNESS, PAIRED_PROPORTION, MetricSpec, get_metric
 from gate.measure.stats import samples_to_decide, samples_to_decide_from_interval
 from gate.measurements import CandidateMeasurements, Measurements, MetricResult
 from gate.policy import DROP_BOUNDS, Policy, Rule
@@ -32,6 +33,7 @@ class RuleResult:
     reason: str
     samples_needed: int | None = None
     n: int | None = None
+    groups: tuple[dict, ...] = ()  # per-subgroup tests of a per-group rule
 
     def to_dict(self) -> dict:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -96,82 +98,262 @@ def _error(rule: Rule, reason: str, m: MetricResult | None) -> RuleResult:
                       bound_text="", reason=reason, n=m.n if m else None)
 
 
-def evaluate(rule: Rule, m: MetricResult | None, *, confidence: float, inconclusive: str) -> RuleResult:
-    """One rule against one measured metric."""
-    if m is None:
-        return _error(rule, f"{rule.metric} was not measured for this candidate", None)
-    if m.unavailable:
-        return _error(rule, f"{rule.metric} could not be measured: {m.unavailable}", m)
-    spec = get_metric(rule.metric)
-    name, kind, bound = rule.metric, rule.bound_kind, rule.bound
-    needed = m.candidate_interval if kind in ("min", "max") else m.delta_interval
-    if needed is None and spec.method != EXACT:
-        # never judge a sampled number as if it were exact
-        return _error(rule, f"{name} was measured without an interval; measure again with this rule in the policy", m)
-    if kind in ("min", "max"):
-        observed = m.candidate
-        iv = m.candidate_interval
-        low, high = (iv.low, iv.high) if iv else (observed, observed)
-        margin = bound
-        upper = kind == "max"
-        bound_text = f"candidate {name} {'<=' if upper else '>='} {fmt(name, bound)}"
-        what = name
-    else:
-        if m.base is None or m.delta is None:
-            return _error(rule, f"{name} has no base value to compare with", m)
-        relative = "relative" in kind
-        scale = abs(m.base) if relative else 1.0
-        drop = kind in DROP_BOUNDS
-        sign = -1.0 if drop else 1.0  # a drop is -delta, an increase is +delta
-        iv = m.delta_interval
-        d_low, d_high = (iv.low, iv.high) if iv else (m.delta, m.delta)
-        low, high = sorted((sign * d_low, sign * d_high))
-        observed = sign * m.delta
-        margin = bound * scale
-        upper = True
-        limit = m.base - margin if drop else m.base + margin
-        op = ">=" if drop else "<="
-        shown = f"base {'-' if drop else '+'} {fmt(name, bound)}" if not relative else \
-            f"base x (1 {'-' if drop else '+'} {bound:g})"
-        bound_text = f"candidate {name} {op} {shown} = {fmt(name, limit)}"
-        if relative:
-            # relative to the base: shown as a fraction, decided on the absolute scale
-            if scale == 0:
-                bound_text += " (the base is 0, so any change in the wrong direction fails)"
-            observed = observed / scale if scale else (math.inf if observed > 0 else 0.0)
-            low, high = (low / scale, high / scale) if scale else (low, high)
-            margin = bound if scale else 0.0
-        what = f"{'relative ' if relative else ''}{'drop' if drop else 'increase'} of {name}"
+@dataclass(frozen=True, kw_only=True)
+class Frame:
+    """A rule's bound and a measurement put on one scale: observed and its interval against a margin."""
+    observed: float
+    low: float
+    high: float
+    margin: float  # on the observed's scale (a fraction for relative bounds)
+    abs_margin: float  # on the metric's scale
+    upper: bool  # the bound is an upper bound
+    bound_text: str
+    what: str
 
-    if any(v is None or (isinstance(v, float) and math.isnan(v)) for v in (observed, low, high)):
-        return _error(rule, f"{rule.metric}: the interval could not be computed on these samples", m)
-    decision = _decide(low, high, margin, upper)
-    pct = f"{confidence:.0%}"
-    shown_iv = f"{pct} CI {fmt(name, low, margin)} to {fmt(name, high, margin)}" if low != high else "exact"
-    side = "at most" if upper else "at least"
+
+def _frame(rule: Rule, m: MetricResult, *, label: str) -> Frame | str:
+    """The rule's quantity for m, or why it cannot be judged."""
+    name, kind, bound = rule.metric, rule.bound_kind, rule.bound
+    if kind in ("min", "max"):
+        iv = m.candidate_interval
+        low, high = (iv.low, iv.high) if iv else (m.candidate, m.candidate)
+        upper = kind == "max"
+        return Frame(observed=m.candidate, low=low, high=high, margin=bound, abs_margin=bound, upper=upper,
+                     bound_text=f"candidate {label} {'<=' if upper else '>='} {fmt(name, bound)}", what=label)
+    if m.base is None or m.delta is None:
+        return f"{label} has no base value to compare with"
+    relative = "relative" in kind
+    scale = abs(m.base) if relative else 1.0
+    drop = kind in DROP_BOUNDS
+    sign = -1.0 if drop else 1.0  # a drop is -delta, an increase is +delta
+    iv = m.delta_interval
+    d_low, d_high = (iv.low, iv.high) if iv else (m.delta, m.delta)
+    low, high = sorted((sign * d_low, sign * d_high))
+    observed = sign * m.delta + 0.0
+    abs_margin = bound * scale
+    limit = m.base - abs_margin if drop else m.base + abs_margin
+    shown = f"base {'-' if drop else '+'} {fmt(name, bound)}" if not relative else \
+        f"base x (1 {'-' if drop else '+'} {bound:g})"
+    bound_text = f"candidate {label} {'>=' if drop else '<='} {shown} = {fmt(name, limit)}"
+    margin = abs_margin
+    if relative:
+        # shown as a fraction of the base, decided on the same scale
+        if scale == 0:
+            bound_text += " (the base is 0, so any change in the wrong direction fails)"
+            observed = math.inf if observed > 0 else 0.0
+        else:
+            observed, low, high, margin = observed / scale, low / scale, high / scale, bound
+    what = f"{'relative ' if relative else ''}{'drop' if drop else 'increase'} of {label}"
+    return Frame(observed=observed, low=low, high=high, margin=margin, abs_margin=abs_margin, upper=True,
+                 bound_text=bound_text, what=what)
+
+
+def _p_within(rule: Rule, m: MetricResult, f: Frame) -> float:
+    """One-sided p-value of "the rule holds" (small: evidence that it is broken)."""
+    ev = m.evidence or {}
+    kind = rule.bound_kind
+    decided = _decide(f.low, f.high, f.margin, f.upper)
+    if kind in ("min", "max"):
+        if "k" in ev:
+            return (stats.wilson_p_above if kind == "max" else stats.wilson_p_below)(ev["k"], ev["n"], rule.bound)
+        if ev.get("candidate_grid"):
+            return (stats.grid_p_above if kind == "max" else stats.grid_p_below)(ev["candidate_grid"], rule.bound)
+        return 0.0 if decided == FAIL else 1.0
+    drop = kind in DROP_BOUNDS
+    if "b" in ev:
+        if drop:
+            return stats.tango_p_below(ev["b"], ev["c"], ev["n"], -f.abs_margin)
+        return stats.tango_p_above(ev["b"], ev["c"], ev["n"], f.abs_margin)
+    if ev.get("delta_grid"):
+        if drop:
+            return stats.grid_p_below(ev["delta_grid"], -f.abs_margin)
+        return stats.grid_p_above(ev["delta_grid"], f.abs_margin)
+    return 0.0 if decided == FAIL else 1.0
+
+
+def _status(decision: str, rule: Rule, inconclusive: str) -> tuple[str, bool]:
+    if decision == PASS:
+        return PASS, False
+    if decision == FAIL:
+        return (FAIL, True) if rule.severity == "fail" else (WARN, False)
+    return INCONCLUSIVE, rule.severity == "fail" and inconclusive == "fail"
+
+
+def _unjudgeable(rule: Rule, m: MetricResult | None, method: str, label: str) -> str | None:
+    if m is None:
+        return f"{label} was not measured for this candidate"
+    if m.unavailable:
+        return f"{label} could not be measured: {m.unavailable}"
+    needed = m.candidate_interval if rule.bound_kind in ("min", "max") else m.delta_interval
+    if needed is None and method != EXACT:
+        # never judge a sampled number as if it were exact
+        return f"{label} was measured without an interval; measure again with this rule in the policy"
+    return None
+
+
+def _finite_frame(f: Frame) -> bool:
+    return not any(v is None or (isinstance(v, float) and math.isnan(v)) for v in (f.observed, f.low, f.high))
+
+
+def evaluate(rule: Rule, m: MetricResult | None, *, confidence: float, inconclusive: str) -> RuleResult:
+    """One rule against one measured metric over all samples."""
+    spec = get_metric(rule.metric)
+    name = rule.metric
+    problem = _unjudgeable(rule, m, spec.method, name)
+    f = problem or _frame(rule, m, label=name)
+    if isinstance(f, str):
+        return _error(rule, f, m)
+    if not _finite_frame(f):
+        return _error(rule, f"{name}: the interval could not be computed on these samples", m)
+    decision = _decide(f.low, f.high, f.margin, f.upper)
     samples = None
+    if decision == INCONCLUSIVE:
+        samples = _samples(spec, m, observed=f.observed, low=f.low, high=f.high, margin=f.margin,
+                           confidence=confidence, relative="relative" in rule.bound_kind, scale=abs(m.base or 0))
+    status, blocking = _status(decision, rule, inconclusive)
+    return RuleResult(rule=rule.text, index=rule.index, metric=name, bound_kind=rule.bound_kind,
+                      threshold=rule.bound, severity=rule.severity, status=status, blocking=blocking,
+                      observed=f.observed, interval=[f.low, f.high], base=m.base, candidate=m.candidate,
+                      bound_text=f.bound_text, reason=_reason(f, decision, confidence, name, samples, m.n),
+                      samples_needed=samples, n=m.n)
+
+
+def _reason(f: Frame, decision: str, confidence: float, metric: str, samples: int | None, n: int,
+            corrected: str = "") -> str:
+    shown_iv = f"{confidence:.0%} CI {fmt(metric, f.low, f.margin)} to {fmt(metric, f.high, f.margin)}" \
+        if f.low != f.high else "exact"
+    side = "at most" if f.upper else "at least"
     if decision == PASS:
-        reason = f"{what} is {fmt(name, observed, margin)} ({shown_iv}), within the bound: {side} {fmt(name, margin)}"
-    elif decision == FAIL:
-        reason = f"{what} is {fmt(name, observed, margin)} ({shown_iv}), beyond the bound: {side} {fmt(name, margin)}"
+        return f"{f.what} is {fmt(metric, f.observed, f.margin)} ({shown_iv}), within the bound: {side} " \
+               f"{fmt(metric, f.margin)}"
+    if decision == FAIL:
+        return f"{f.what} is {fmt(metric, f.observed, f.margin)} ({shown_iv}), beyond the bound: {side} " \
+               f"{fmt(metric, f.margin)}{corrected}"
+    advice = f"; about {samples:,} samples would decide it (measured on {n:,})" if samples else \
+        "; it sits on the bound, more samples will not decide it"
+    return f"{f.what} is {fmt(metric, f.observed)} but its {shown_iv} straddles the bound " \
+           f"{fmt(metric, f.margin)}{corrected}{advice}"
+
+
+# ---- rules over subgroups ----------------------------------------------------------------
+
+_GAP_SPEC = MetricSpec(name="gap", higher_is_better=False, kind="gap", tasks=("classification", "regression"),
+                       method=BOOTSTRAP)
+
+
+def _family(rule: Rule, cand: CandidateMeasurements) -> list[tuple[str, str, int, MetricResult | None, MetricSpec]]:
+    """(grouping, subgroup, n, measurement, spec) of every test this rule makes."""
+    spec = get_metric(rule.metric)
+    out = []
+    for grouping in cand.groupings:
+        is_class = grouping.name == "class"
+        if spec.kind == FAIRNESS:
+            if not is_class:
+                out.append((grouping.name, "(between subgroups)", sum(g.n for g in grouping.groups),
+                            grouping.fairness.get(rule.metric), spec))
+            continue
+        if (rule.per == "class") != is_class:
+            continue
+        if rule.scope == "gap":
+            out.append((grouping.name, "(best minus worst)", sum(g.n for g in grouping.groups),
+                        grouping.gaps.get(rule.metric), _GAP_SPEC))
+            continue
+        for group in grouping.groups:
+            out.append((grouping.name, group.key, group.n, group.metrics.get(rule.metric), spec))
+    return out
+
+
+def evaluate_grouped(rule: Rule, cand: CandidateMeasurements, *, confidence: float, inconclusive: str,
+                     correction: str, small_groups: str) -> RuleResult:
+    """A rule over many subgroups: one family of tests, family-wise error held by `correction`."""
+    members = _family(rule, cand)
+    if not members:
+        return _error(rule, f"{rule.text}: there are no subgroups to judge (check data.groups)", None)
+    label = f"{rule.metric} gap" if rule.scope == "gap" else rule.metric
+    judged, entries = [], []
+    for grouping, key, n, m, spec in members:
+        where = f"{grouping} {key}" if key.startswith("(") else f"{grouping}={key}"
+        entry = {"grouping": grouping, "group": key, "where": where, "n": n, "status": None, "observed": None, "interval": None,
+                 "base": m.base if m else None, "candidate": m.candidate if m else None, "p_value": None,
+                 "reason": ""}
+        too_small = spec.kind not in (FAIRNESS, "gap") and n < rule.min_samples
+        problem = None if too_small else _unjudgeable(rule, m, spec.method, label)
+        f = None if too_small or problem else _frame(rule, m, label=label)
+        if too_small:
+            entry.update(status="too_small", reason=f"{n} samples, fewer than min_samples {rule.min_samples}: "
+                                                    "too small to judge")
+        elif problem or isinstance(f, str) or not _finite_frame(f):
+            entry.update(status=ERROR, reason=problem or (f if isinstance(f, str) else
+                                                          "the interval could not be computed"))
+        else:
+            entry.update(observed=f.observed, interval=[f.low, f.high], p_value=_p_within(rule, m, f))
+            judged.append((entry, f, m, spec))
+        entries.append(entry)
+
+    alpha = (1.0 - confidence) / 2.0  # each side of a two-sided interval
+    rejected = stats.holm_rejections([j[0]["p_value"] for j in judged], alpha, correction) if judged else []
+    tests = len(judged)
+    note = "" if correction == "none" or tests < 2 else f" ({correction}-corrected over {tests} tests)"
+    for (entry, f, m, spec), reject in zip(judged, rejected):
+        decision = _decide(f.low, f.high, f.margin, f.upper)
+        if decision == FAIL and not reject:
+            decision = INCONCLUSIVE  # beyond the bound alone, not after the family-wise correction
+        samples = None
+        if decision == INCONCLUSIVE:
+            samples = _samples(spec, m, observed=f.observed, low=f.low, high=f.high, margin=f.margin,
+                               confidence=confidence, relative="relative" in rule.bound_kind,
+                               scale=abs(m.base or 0))
+        entry["status"] = decision
+        entry["samples_needed"] = samples
+        entry["reason"] = _reason(f, decision, confidence, label, samples, m.n, note if decision != PASS else "")
+
+    statuses = [e["status"] for e in entries]
+    if FAIL in statuses:
+        decision = FAIL
+    elif ERROR in statuses:
+        decision = ERROR
+    elif INCONCLUSIVE in statuses:
+        decision = INCONCLUSIVE
+    elif "too_small" in statuses:
+        decision = "too_small"
     else:
-        samples = _samples(spec, m, observed=observed, low=low, high=high, margin=margin,
-                           confidence=confidence, relative="relative" in kind, scale=abs(m.base or 0))
-        advice = f"; about {samples:,} samples would decide it (measured on {m.n:,})" if samples else \
-            "; it sits on the bound, more samples will not decide it"
-        reason = f"{what} is {fmt(name, observed)} but its {shown_iv} straddles the bound {fmt(name, margin)}{advice}"
-    if decision == PASS:
-        status, blocking = PASS, False
-    elif decision == FAIL:
-        status = FAIL if rule.severity == "fail" else WARN
-        blocking = rule.severity == "fail"
+        decision = PASS
+    if decision == ERROR:
+        status, blocking = ERROR, True
+    elif decision == "too_small":
+        status, blocking = (WARN, False) if small_groups == "warn" else (FAIL, rule.severity == "fail")
+        if rule.severity == "warn":
+            status = WARN
     else:
-        status = INCONCLUSIVE
-        blocking = rule.severity == "fail" and inconclusive == "fail"
-    return RuleResult(rule=rule.text, index=rule.index, metric=name, bound_kind=kind, threshold=bound,
-                      severity=rule.severity, status=status, blocking=blocking, observed=observed,
-                      interval=[low, high], base=m.base, candidate=m.candidate, bound_text=bound_text,
-                      reason=reason, samples_needed=samples, n=m.n)
+        status, blocking = _status(decision, rule, inconclusive)
+
+    worst_pair = max(((e, f) for e, f, _, _ in judged), key=lambda ef: ef[1].observed if ef[1].upper else
+                     -ef[1].observed, default=None)
+    small = [e for e in entries if e["status"] == "too_small"]
+    parts = []
+    if worst_pair:
+        w, wf = worst_pair
+        parts.append(f"worst of {tests} subgroup test(s): {w['where']}: {w['reason']}")
+    failing = [e for e in entries if e["status"] == FAIL]
+    if len(failing) > 1:
+        parts.append(f"{len(failing)} subgroups beyond the bound")
+    if small:
+        shown = ", ".join(f"{e['where']} ({e['n']})" for e in small[:5])
+        parts.append(f"{len(small)} subgroup(s) too small to judge (< {rule.min_samples} samples): {shown}"
+                     + (" …" if len(small) > 5 else ""))
+    errors = [e for e in entries if e["status"] == ERROR]
+    if errors:
+        parts.append(f"{len(errors)} subgroup(s) could not be judged: {errors[0]['reason']}")
+    w_frame = worst_pair[1] if worst_pair else None
+    return RuleResult(rule=rule.text, index=rule.index, metric=rule.metric, bound_kind=rule.bound_kind,
+                      threshold=rule.bound, severity=rule.severity, status=status, blocking=blocking,
+                      observed=w_frame.observed if w_frame else None,
+                      interval=[w_frame.low, w_frame.high] if w_frame else None,
+                      base=worst_pair[0]["base"] if worst_pair else None,
+                      candidate=worst_pair[0]["candidate"] if worst_pair else None,
+                      bound_text=(w_frame.bound_text + " in every subgroup") if w_frame else "",
+                      reason="; ".join(parts), n=sum(e["n"] for e in entries) if rule.scope != "gap" else None,
+                      groups=tuple(entries))
 
 
 def _samples(spec, m: MetricResult, *, observed, low, high, margin, confidence, relative, scale) -> int | None:
@@ -189,8 +371,11 @@ def judge_candidate(policy: Policy, cand: CandidateMeasurements, *, confidence: 
     if cand.error:
         rules = tuple(_error(rule, "the candidate could not be measured", None) for rule in policy.rules)
         return CandidateVerdict(name=cand.name, verdict=FAIL, rules=rules, error=cand.error)
-    results = [evaluate(rule, cand.metrics.get(rule.metric), confidence=confidence,
-                        inconclusive=policy.inconclusive) for rule in policy.rules]
+    results = [evaluate_grouped(rule, cand, confidence=confidence, inconclusive=policy.inconclusive,
+                                correction=policy.correction, small_groups=policy.small_groups)
+               if rule.grouped else
+               evaluate(rule, cand.metrics.get(rule.metric), confidence=confidence, inconclusive=policy.inconclusive)
+               for rule in policy.rules]
     verdict = FAIL if any(r.blocking for r in results) else PASS
     return CandidateVerdict(name=cand.name, verdict=verdict, rules=tuple(results))
 

@@ -1,7 +1,7 @@
 """What was measured: one result type, read by the judge and every report.
 
 Format history of results.json (`format`):
-  1 - first version: base, candidates[metrics], data, provenance.
+  1 - first version: base, candidates[metrics, groupings], data, provenance.
 """
 
 from __future__ import annotations
@@ -28,6 +28,9 @@ class MetricResult:
     candidate_interval: Interval | None = None
     discordant_rate: float | None = None  # paired proportions: share of samples that differ
     unavailable: str | None = None  # why it could not be measured
+    # what the judge needs to test this metric against any bound at any level:
+    # counts for proportions ({b, c, n, k}), quantile grids for bootstrap ({delta_grid, candidate_grid})
+    evidence: dict | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -55,10 +58,57 @@ class ModelInfo:
         return asdict(self)
 
 
+def _metrics(d: dict) -> dict[str, MetricResult]:
+    return {k: MetricResult.from_dict(v) for k, v in d.items()}
+
+
+@dataclass(frozen=True, kw_only=True)
+class GroupResult:
+    """One subgroup: "overall" is the same computation over a smaller mask."""
+    key: str  # "EU" or "EU × phone"
+    n: int
+    metrics: dict[str, MetricResult] = field(default_factory=dict)
+    flips: int | None = None
+    negative_flips: int | None = None
+
+    def to_dict(self) -> dict:
+        return {"key": self.key, "n": self.n, "flips": self.flips, "negative_flips": self.negative_flips,
+                "metrics": {k: v.to_dict() for k, v in self.metrics.items()}}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> GroupResult:
+        return cls(key=d["key"], n=d["n"], flips=d.get("flips"), negative_flips=d.get("negative_flips"),
+                   metrics=_metrics(d["metrics"]))
+
+
+@dataclass(frozen=True, kw_only=True)
+class GroupingResult:
+    """Every subgroup of one group column (or intersection of columns, or the true class)."""
+    name: str  # "region", "region × device", "class"
+    columns: tuple[str, ...]
+    groups: tuple[GroupResult, ...]
+    gaps: dict[str, MetricResult] = field(default_factory=dict)  # metric -> best-minus-worst gap
+    fairness: dict[str, MetricResult] = field(default_factory=dict)  # e.g. demographic_parity_difference
+    min_samples: int = 0  # groups below it were left out of the gaps
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "columns": list(self.columns), "min_samples": self.min_samples,
+                "groups": [g.to_dict() for g in self.groups],
+                "gaps": {k: v.to_dict() for k, v in self.gaps.items()},
+                "fairness": {k: v.to_dict() for k, v in self.fairness.items()}}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> GroupingResult:
+        return cls(name=d["name"], columns=tuple(d["columns"]), min_samples=d.get("min_samples", 0),
+                   groups=tuple(GroupResult.from_dict(g) for g in d["groups"]),
+                   gaps=_metrics(d.get("gaps", {})), fairness=_metrics(d.get("fairness", {})))
+
+
 @dataclass(frozen=True, kw_only=True)
 class CandidateMeasurements:
     info: ModelInfo
     metrics: dict[str, MetricResult] = field(default_factory=dict)
+    groupings: tuple[GroupingResult, ...] = ()
     error: str | None = None  # this candidate could not be measured; the others still are
     error_kind: str | None = None  # "input" (a user mistake: exit 2) or "crash"
 
@@ -68,12 +118,13 @@ class CandidateMeasurements:
 
     def to_dict(self) -> dict:
         return {"info": self.info.to_dict(), "metrics": {k: v.to_dict() for k, v in self.metrics.items()},
+                "groupings": [g.to_dict() for g in self.groupings],
                 "error": self.error, "error_kind": self.error_kind}
 
     @classmethod
     def from_dict(cls, d: dict) -> CandidateMeasurements:
-        return cls(info=ModelInfo(**d["info"]),
-                   metrics={k: MetricResult.from_dict(v) for k, v in d["metrics"].items()},
+        return cls(info=ModelInfo(**d["info"]), metrics=_metrics(d["metrics"]),
+                   groupings=tuple(GroupingResult.from_dict(g) for g in d.get("groupings", [])),
                    error=d.get("error"), error_kind=d.get("error_kind"))
 
 

@@ -13,7 +13,8 @@ from gate.files import sha256_of
 from gate.measure.compare import compare, footprint, is_footprint
 from gate.measure.footprint import onnx_footprint
 from gate.measure.quality import function_for
-from gate.measure.registry import get_metric
+from gate.measure import groups
+from gate.measure.registry import FAIRNESS, get_metric
 from gate.measurements import CandidateMeasurements, Measurements, MetricResult, ModelInfo
 from gate.models import open_runner
 from gate.policy import ModelRef, Policy, require_runnable
@@ -30,8 +31,8 @@ DEFAULT_METRICS = {
 
 
 def metrics_to_measure(policy: Policy) -> tuple[list[str], set[str]]:
-    """(every metric to report, the ones rules judge: those get intervals)."""
-    judged = {rule.metric for rule in policy.rules}
+    """(every metric to report, the ones rules judge over all samples: those get intervals)."""
+    judged = {rule.metric for rule in policy.rules if not rule.grouped}
     names = list(DEFAULT_METRICS[policy.task])
     names += sorted(m for m in judged if m not in names)
     return names, judged
@@ -60,6 +61,11 @@ def measure(policy: Policy, *, show_progress: bool | None = None) -> Measurement
         raise GateInputError(f"holds non-numeric regression targets in {dataset.labels_key!r}", path=dataset.path,
                              fix="store numeric targets")
     names, judged = metrics_to_measure(policy)
+    each, gaps, fairness, per_class = groups.wanted(policy.rules)
+    if any(r.grouped and r.per != "class" for r in policy.rules) and not dataset.group_keys:
+        raise GateInputError("has no group columns configured, but a rule judges subgroups", path=policy.source,
+                             fix="name the group columns under data: groups: [column, ...]")
+    groupings = groups.groupings_for(dataset.columns, dataset.group_keys, dataset.labels, per_class=per_class)
     base_runner, base_info = _open(policy.base, policy, dataset)
 
     failed: dict[str, CandidateMeasurements] = {}
@@ -106,7 +112,7 @@ def measure(policy: Policy, *, show_progress: bool | None = None) -> Measurement
         info = replace(infos[name], output_kind=cand_pred.kind)
         metrics: dict[str, MetricResult] = {}
         for metric in names:
-            if get_metric(metric) is None:
+            if get_metric(metric) is None or get_metric(metric).kind == FAIRNESS:
                 continue
             if is_footprint(metric):
                 result = footprint(metric, base_info, info, n)
@@ -116,7 +122,10 @@ def measure(policy: Policy, *, show_progress: bool | None = None) -> Measurement
                                  seed=policy.seed, with_interval=metric in judged)
             if result.unavailable is None or metric in judged:
                 metrics[metric] = result
-        measured[name] = CandidateMeasurements(info=info, metrics=metrics)
+        grouped = groups.measure_groupings(
+            groupings, base=base_pred, cand=cand_pred, agreement=agreement, y=y, task=policy.task, each=each,
+            gaps=gaps, fairness=fairness, confidence=policy.confidence, bootstrap=policy.bootstrap, seed=policy.seed)
+        measured[name] = CandidateMeasurements(info=info, metrics=metrics, groupings=grouped)
 
     base_metrics = {}
     if y is not None:

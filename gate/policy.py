@@ -12,7 +12,7 @@ from typing import Any
 import yaml
 
 from gate.errors import GateInputError
-from gate.measure.registry import AGREEMENT, get_metric, known_names
+from gate.measure.registry import AGREEMENT, FAIRNESS, FOOTPRINT, QUALITY, SPEED, get_metric, known_names
 from gate.resources import policies_dir
 from gate.schema import AnyOf, DictOf, ListOf, Num, Obj, Problem, Str, where
 
@@ -41,6 +41,12 @@ _RULE_FIELDS: dict = {
     "max_increase": Num(minimum=0, description="lower-is-better metrics: candidate - base <= max_increase (metric units)"),
     "max_relative_increase": Num(minimum=0, description="lower-is-better metrics: (candidate - base) / base <= this fraction"),
     "severity": Str(enum=("fail", "warn"), description="what breaking this rule does (default fail)"),
+    "per": Str(enum=("group", "class"), description="apply to every subgroup of every data.groups column, "
+               "or to every true class"),
+    "scope": Str(enum=("each", "worst_group", "gap"), description="with per: each subgroup (default), the worst "
+                 "subgroup's value, or the best-minus-worst gap"),
+    "min_samples": Num(minimum=1, integer=True, description="subgroups smaller than this are reported as too "
+                       "small to judge (default 30)"),
 }
 
 SCHEMA = Obj(
@@ -62,6 +68,10 @@ SCHEMA = Obj(
         "bootstrap": Num(minimum=100, maximum=100000, integer=True, description="bootstrap resamples for non-proportion metrics (default 1000)"),
         "seed": Num(minimum=0, integer=True, description="seed of every random choice (default 0)"),
         "batch_size": Num(minimum=1, integer=True, description="samples per inference batch for models with a dynamic batch axis (default 256)"),
+        "correction": Str(enum=("none", "bonferroni", "holm"), description="family-wise error control over the "
+                          "subgroups of a per-group rule (default holm)"),
+        "small_groups": Str(enum=("warn", "fail"), description="what a subgroup below min_samples does "
+                            "(default warn)"),
         "max_file_mb": Num(exclusive_minimum=0, description="refuse model and data files larger than this, before loading (default 4096)"),
         "latency": Obj({k: Num(minimum=0) for k in ("batch_size", "threads", "warmup", "min_runs", "min_time_s", "max_time_s")},
                        description="latency settings (latency metrics arrive with a later version)"),
@@ -103,14 +113,23 @@ class Rule:
     bound: float
     severity: str = "fail"
     label: str | None = None
+    per: str | None = None  # "group" | "class"
+    scope: str = "each"  # "each" | "worst_group" | "gap"
+    min_samples: int = 30
 
     @property
     def text(self) -> str:
-        return self.label or f"{self.metric} {self.bound_kind} {self.bound:g}"
+        if self.label:
+            return self.label
+        what = f"{self.metric} {self.scope}" if self.scope != "each" else self.metric
+        where = f" per {self.per}" if self.per else ""
+        return f"{what} {self.bound_kind} {self.bound:g}{where}"
 
-    def to_dict(self) -> dict:
-        return {"index": self.index, "metric": self.metric, self.bound_kind: self.bound,
-                "severity": self.severity, "name": self.text}
+    @property
+    def grouped(self) -> bool:
+        """Judged over subgroups rather than over all samples at once."""
+        spec = get_metric(self.metric)
+        return self.per is not None or (spec is not None and spec.kind == FAIRNESS)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -130,6 +149,8 @@ class Policy:
     bootstrap: int = 1000
     seed: int = 0
     batch_size: int = 256
+    correction: str = "holm"
+    small_groups: str = "warn"
     max_file_mb: float = 4096.0
     latency: dict = field(default_factory=dict)
 
@@ -174,7 +195,33 @@ def _raise(problems: list[Problem], source: str, lines: dict) -> None:
                          fix="edit the policy; `gate policy schema` prints every allowed key")
 
 
-def _rule_problems(raw: dict, i: int, task: str) -> list[Problem]:
+def _group_problems(raw: dict, spec, bound: str, path: tuple, has_groups: bool | None) -> list[Problem]:
+    problems = []
+    per, scope, name = raw.get("per"), raw.get("scope"), raw.get("metric")
+    if spec.kind == FAIRNESS:
+        if per == "class":
+            problems.append(Problem(path + ("per",), f"'{name}' compares the subgroups of data.groups; drop per: class."))
+        if scope:
+            problems.append(Problem(path + ("scope",), f"'{name}' is already a difference between subgroups; drop scope."))
+    elif scope and not per:
+        problems.append(Problem(path + ("scope",), "needs per: group or per: class to say which subgroups."))
+    if (per or spec.kind == FAIRNESS) and spec.kind in (FOOTPRINT, SPEED):
+        problems.append(Problem(path + ("per",), f"'{name}' is a property of the model, not of a subgroup; drop per."))
+    if scope == "gap":
+        if spec.kind != QUALITY:
+            problems.append(Problem(path + ("scope",), f"a gap is taken of quality metrics; '{name}' is not one."))
+        if bound not in ("max", "max_increase", "max_relative_increase"):
+            problems.append(Problem(path + (bound,), "a gap is lower-is-better: use max, max_increase or "
+                                    "max_relative_increase."))
+    if (per == "group" or spec.kind == FAIRNESS) and has_groups is False:
+        problems.append(Problem(path, f"judges subgroups, but data.groups names no group column. Add e.g. "
+                                "groups: [region] under data:."))
+    if "min_samples" in raw and not (per or spec.kind == FAIRNESS):
+        problems.append(Problem(path + ("min_samples",), "only applies to per-group rules; add per: group."))
+    return problems
+
+
+def _rule_problems(raw: dict, i: int, task: str, has_groups: bool | None = None) -> list[Problem]:
     path = ("rules", i)
     problems = []
     name = raw.get("metric")
@@ -190,6 +237,9 @@ def _rule_problems(raw: dict, i: int, task: str) -> list[Problem]:
     if spec is None or len(bounds) != 1:
         return problems
     bound = bounds[0]
+    problems.extend(_group_problems(raw, spec, bound, path, has_groups))
+    if raw.get("scope") == "gap":
+        return problems  # a gap is always lower-is-better, whatever the metric
     if bound not in ABSOLUTE_BOUNDS:
         if spec.kind == AGREEMENT:
             problems.append(Problem(path + (bound,), f"'{name}' already compares the candidate with the base; use min or max."))
@@ -230,9 +280,12 @@ def parse_policy(text: str, source: str, root: Path) -> Policy:
     checked = SCHEMA.check(raw, (), problems)
     if isinstance(raw, dict) and isinstance(raw.get("rules"), list):
         task = raw.get("task", "classification")
+        data = raw.get("data")
+        # unknown when the data comes from --data alone: checked again when measuring
+        has_groups = bool(data.get("groups")) if isinstance(data, dict) else None
         for i, rule in enumerate(raw["rules"]):
             if isinstance(rule, dict):
-                problems.extend(_rule_problems(rule, i, task))
+                problems.extend(_rule_problems(rule, i, task, has_groups))
     _raise(problems, source, lines)
 
     rules = []
@@ -240,7 +293,8 @@ def parse_policy(text: str, source: str, root: Path) -> Policy:
         bound_kind = next(b for b in BOUNDS if b in r)
         rules.append(Rule(index=i + 1, line=_line_of(lines, ("rules", i)), metric=r["metric"],
                           bound_kind=bound_kind, bound=float(r[bound_kind]),
-                          severity=r.get("severity", "fail"), label=r.get("name")))
+                          severity=r.get("severity", "fail"), label=r.get("name"), per=r.get("per"),
+                          scope=r.get("scope", "each"), min_samples=r.get("min_samples", 30)))
     data = checked.get("data")
     data_spec = None
     if data:
@@ -253,7 +307,8 @@ def parse_policy(text: str, source: str, root: Path) -> Policy:
         base=_model(checked.get("base"), "base", root), candidates=candidates, data=data_spec,
         rules=tuple(rules),
         **{k: checked[k] for k in ("task", "output", "scores", "confidence", "inconclusive",
-                                   "bootstrap", "seed", "batch_size", "max_file_mb", "latency")
+                                   "bootstrap", "seed", "batch_size", "max_file_mb", "latency",
+                                   "correction", "small_groups")
            if k in checked},
     )
 

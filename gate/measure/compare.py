@@ -14,8 +14,8 @@ from gate.measure import agreement as agree
 from gate.measure.quality import function_for, top_k_hits
 from gate.measure.registry import (AGREEMENT, BOOTSTRAP, FOOTPRINT, PAIRED_PROPORTION, PROPORTION, MetricSpec,
                                    get_metric, top_k_of)
-from gate.measure.stats import (Interval, paired_bootstrap_interval, paired_proportion_diff_interval,
-                                wilson_interval)
+from gate.measure.stats import (Interval, paired_bootstrap, paired_proportion_diff_interval, percentile_interval,
+                                quantile_grid, wilson_interval)
 from gate.measurements import MetricResult, ModelInfo
 from gate.predictions import Agreement, Predictions
 
@@ -66,28 +66,47 @@ def compare(name: str, *, base: Predictions, cand: Predictions, agreement: Agree
         b = int((hits_b & ~hits_c).sum())
         c = int((~hits_b & hits_c).sum())
         acc_b, acc_c = float(hits_b.mean()), float(hits_c.mean())
+        k_c = int(hits_c.sum())
         return MetricResult(metric=name, n=n, base=acc_b, candidate=acc_c, delta=(c - b) / n,
                             delta_interval=paired_proportion_diff_interval(b, c, n, confidence),
-                            candidate_interval=wilson_interval(int(hits_c.sum()), n, confidence),
-                            discordant_rate=(b + c) / n)
+                            candidate_interval=wilson_interval(k_c, n, confidence),
+                            discordant_rate=(b + c) / n, evidence={"b": b, "c": c, "n": n, "k": k_c})
     fn = function_for(name)
     value_b, value_c = fn(base, y, None), fn(cand, y, None)
-    delta_iv = cand_iv = None
-    if with_interval:
-        s = _seed(seed, name)
-        delta_iv = paired_bootstrap_interval(lambda idx: fn(cand, y, idx) - fn(base, y, idx), n,
-                                             confidence=confidence, n_resamples=bootstrap, seed=s)
-        cand_iv = paired_bootstrap_interval(lambda idx: fn(cand, y, idx), n,
-                                            confidence=confidence, n_resamples=bootstrap, seed=s)
-    return MetricResult(metric=name, n=n, base=_finite(value_b), candidate=_finite(value_c),
-                        delta=_finite(value_c - value_b), delta_interval=delta_iv, candidate_interval=cand_iv)
+    if not with_interval:
+        return MetricResult(metric=name, n=n, base=_finite(value_b), candidate=_finite(value_c),
+                            delta=_finite(value_c - value_b))
+    return bootstrapped(name, n, base_value=value_b, cand_value=value_c,
+                        cand_stat=lambda idx: fn(cand, y, idx), base_stat=lambda idx: fn(base, y, idx),
+                        confidence=confidence, bootstrap=bootstrap, seed=seed)
+
+
+def bootstrapped(name: str, n: int, *, base_value, cand_value, cand_stat, base_stat, confidence: float,
+                 bootstrap: int, seed: int) -> MetricResult:
+    """A metric with paired bootstrap intervals of the delta and of the candidate's value.
+
+    Both distributions come from the same resamples (same seed), so the delta is
+    paired: each resample scores base and candidate on the same samples.
+    """
+    s = _seed(seed, name)
+    cand_dist = paired_bootstrap(cand_stat, n, n_resamples=bootstrap, seed=s)
+    evidence = {"candidate_grid": quantile_grid(cand_dist)}
+    delta_iv = None
+    if base_stat is not None:
+        delta_dist = cand_dist - paired_bootstrap(base_stat, n, n_resamples=bootstrap, seed=s)
+        delta_iv = percentile_interval(delta_dist, confidence)
+        evidence["delta_grid"] = quantile_grid(delta_dist)
+    return MetricResult(metric=name, n=n, base=_finite(base_value), candidate=_finite(cand_value),
+                        delta=_finite(cand_value - base_value) if base_value is not None else None,
+                        delta_interval=delta_iv, candidate_interval=percentile_interval(cand_dist, confidence),
+                        evidence=evidence)
 
 
 def _agreement(name, spec, *, base, cand, agreement, y, n, confidence, bootstrap, seed, with_interval):
     if spec.method == PROPORTION:
         count = agree.flip_counts(base, cand, y)[name]
         return MetricResult(metric=name, n=n, candidate=count / n,
-                            candidate_interval=wilson_interval(count, n, confidence))
+                            candidate_interval=wilson_interval(count, n, confidence), evidence={"k": count, "n": n})
     if name == "max_abs_diff":
         if agreement.max_abs is None:
             return MetricResult(metric=name, n=n, unavailable="the outputs of base and candidate differ in shape")
@@ -97,11 +116,11 @@ def _agreement(name, spec, *, base, cand, agreement, y, n, confidence, bootstrap
         why = "a model gives labels, not scores" if name == "kl_divergence" else \
             "the outputs of base and candidate differ in shape"
         return MetricResult(metric=name, n=n, unavailable=why)
-    interval = None
     if with_interval and spec.method == BOOTSTRAP:
-        interval = paired_bootstrap_interval(lambda idx: float(values[idx].mean()), n, confidence=confidence,
-                                             n_resamples=bootstrap, seed=_seed(seed, name))
-    return MetricResult(metric=name, n=n, candidate=float(values.mean()), candidate_interval=interval)
+        return bootstrapped(name, n, base_value=None, cand_value=float(values.mean()),
+                            cand_stat=lambda idx: float(values[idx].mean()), base_stat=None,
+                            confidence=confidence, bootstrap=bootstrap, seed=seed)
+    return MetricResult(metric=name, n=n, candidate=float(values.mean()))
 
 
 def footprint(name: str, base: ModelInfo, cand: ModelInfo, n: int) -> MetricResult:

@@ -19,6 +19,7 @@ QUALITY = "quality"
 AGREEMENT = "agreement"
 FOOTPRINT = "footprint"
 SPEED = "speed"
+FAIRNESS = "fairness"  # a property of a grouping (data.groups), not of one group
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -86,6 +87,12 @@ _SPECS = [
                method=EXACT, description="largest absolute difference of any output value"),
     MetricSpec(name="cosine_similarity", higher_is_better=True, kind=AGREEMENT, tasks=BOTH,
                method=BOOTSTRAP, description="mean cosine similarity of the output vectors"),
+    MetricSpec(name="demographic_parity_difference", higher_is_better=False, kind=FAIRNESS, tasks=CLS,
+               method=BOOTSTRAP, description="largest difference in positive-prediction rate between the "
+               "subgroups of a group column (binary tasks)"),
+    MetricSpec(name="equalized_odds_difference", higher_is_better=False, kind=FAIRNESS, tasks=CLS,
+               method=BOOTSTRAP, needs_labels=True, description="larger of the between-subgroup differences in "
+               "true-positive and false-positive rate (binary tasks)"),
     MetricSpec(name="model_size_mb", higher_is_better=False, kind=FOOTPRINT, tasks=BOTH,
                method=EXACT, unit="MB", description="model file size with external data, in MB (10^6 bytes)"),
     MetricSpec(name="parameters", higher_is_better=False, kind=FOOTPRINT, tasks=BOTH,

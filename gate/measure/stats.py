@@ -25,6 +25,9 @@ __all__ = [
     "paired_bootstrap_interval",
     "samples_to_decide",
     "samples_to_decide_from_interval",
+    "tango_p_below", "tango_p_above", "wilson_p_above", "wilson_p_below",
+    "paired_bootstrap", "percentile_interval", "quantile_grid", "grid_p_above", "grid_p_below",
+    "holm_rejections", "QUANTILE_LEVELS",
 ]
 
 _STD_NORMAL = NormalDist()
@@ -198,22 +201,9 @@ def paired_bootstrap_interval(stat: Callable[[np.ndarray], float], n: int, *,
     estimate built from an unrepresentative minority.
     """
     _check_confidence(confidence)
-    if n <= 0:
-        raise ValueError(f"n must be positive, got {n!r}")
     if n_resamples <= 0:
         raise ValueError(f"n_resamples must be positive, got {n_resamples!r}")
-    rng = np.random.Generator(np.random.PCG64(seed))
-    values = np.empty(n_resamples, dtype=np.float64)
-    for i in range(n_resamples):
-        # One draw per resample keeps memory at O(n) for large evaluation sets.
-        idx = rng.integers(0, n, size=n)
-        values[i] = float(stat(idx))
-    kept = values[~np.isnan(values)]
-    if kept.size == 0 or (n_resamples - kept.size) * 2 > n_resamples:
-        return Interval(low=math.nan, high=math.nan, method="bootstrap")
-    alpha = (1.0 - confidence) / 2.0
-    low, high = np.quantile(kept, [alpha, 1.0 - alpha])
-    return Interval(low=float(low), high=float(high), method="bootstrap")
+    return percentile_interval(paired_bootstrap(stat, n, n_resamples=n_resamples, seed=seed), confidence)
 
 
 # --------------------------------------------------------------------------
@@ -279,3 +269,110 @@ def samples_to_decide_from_interval(*, n: int, estimate: float, half_width: floa
     z_b = _STD_NORMAL.inv_cdf(power)
     ratio = (z_a + z_b) / z_a * half_width / gap
     return _ceil_int(n * ratio * ratio)
+
+
+# --------------------------------------------------------------------------
+# One-sided p-values, for multiplicity corrections over many subgroups
+# --------------------------------------------------------------------------
+# Each p-value is the test the matching interval inverts, so "p < (1-c)/2" is
+# exactly "the two-sided interval at confidence c lies wholly beyond delta0".
+
+def tango_p_below(b: int, c: int, n: int, delta0: float) -> float:
+    """p-value of H0: D >= delta0 against D < delta0 (the candidate is worse than delta0)."""
+    return _STD_NORMAL.cdf(max(min(_tango_z(b, c, n, delta0), 40.0), -40.0))
+
+
+def tango_p_above(b: int, c: int, n: int, delta0: float) -> float:
+    """p-value of H0: D <= delta0 against D > delta0."""
+    return 1.0 - tango_p_below(b, c, n, delta0)
+
+
+def wilson_p_above(k: int, n: int, p0: float) -> float:
+    """p-value of H0: p <= p0 against p > p0 (the score test Wilson's interval inverts)."""
+    if p0 <= 0.0:
+        return 0.0 if k > 0 else 1.0
+    if p0 >= 1.0:
+        return 1.0
+    z = (k / n - p0) / math.sqrt(p0 * (1.0 - p0) / n)
+    return 1.0 - _STD_NORMAL.cdf(z)
+
+
+def wilson_p_below(k: int, n: int, p0: float) -> float:
+    """p-value of H0: p >= p0 against p < p0."""
+    if p0 >= 1.0:
+        return 0.0 if k < n else 1.0
+    if p0 <= 0.0:
+        return 1.0
+    z = (k / n - p0) / math.sqrt(p0 * (1.0 - p0) / n)
+    return _STD_NORMAL.cdf(z)
+
+
+# Quantile levels kept of a bootstrap distribution: enough to read a p-value
+# down to 1/2000 and any interval a policy asks for, in 29 numbers.
+QUANTILE_LEVELS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.0125, 0.025, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5,
+                   0.6, 0.7, 0.8, 0.9, 0.95, 0.975, 0.9875, 0.99, 0.995, 0.9975, 0.999, 0.9995)
+
+
+def paired_bootstrap(stat: Callable[[np.ndarray], float], n: int, *, n_resamples: int = 1000,
+                     seed: int = 0) -> np.ndarray:
+    """The bootstrap distribution of stat (NaN resamples kept as NaN)."""
+    if n <= 0:
+        raise ValueError(f"n must be positive, got {n!r}")
+    rng = np.random.Generator(np.random.PCG64(seed))
+    values = np.empty(n_resamples, dtype=np.float64)
+    for i in range(n_resamples):
+        values[i] = float(stat(rng.integers(0, n, size=n)))
+    return values
+
+
+def percentile_interval(values: np.ndarray, confidence: float) -> Interval:
+    """Percentile interval of a bootstrap distribution; NaN when most resamples failed."""
+    _check_confidence(confidence)
+    kept = values[~np.isnan(values)]
+    if kept.size == 0 or (values.size - kept.size) * 2 > values.size:
+        return Interval(low=math.nan, high=math.nan, method="bootstrap")
+    alpha = (1.0 - confidence) / 2.0
+    low, high = np.quantile(kept, [alpha, 1.0 - alpha])
+    return Interval(low=float(low), high=float(high), method="bootstrap")
+
+
+def quantile_grid(values: np.ndarray) -> list[float] | None:
+    kept = values[~np.isnan(values)]
+    if kept.size == 0 or (values.size - kept.size) * 2 > values.size:
+        return None
+    return [float(q) for q in np.quantile(kept, QUANTILE_LEVELS)]
+
+
+def grid_p_above(grid: list[float], bound: float) -> float:
+    """p-value of H0: X <= bound against X > bound: the bootstrap mass at or below the bound."""
+    if bound < grid[0]:
+        return 0.0
+    if bound >= grid[-1]:
+        return 1.0
+    return float(np.interp(bound, grid, QUANTILE_LEVELS))
+
+
+def grid_p_below(grid: list[float], bound: float) -> float:
+    """p-value of H0: X >= bound against X < bound."""
+    if bound > grid[-1]:
+        return 0.0
+    if bound <= grid[0]:
+        return 1.0
+    return 1.0 - float(np.interp(bound, grid, QUANTILE_LEVELS))
+
+
+def holm_rejections(p_values: list[float], alpha: float, method: str = "holm") -> list[bool]:
+    """Which hypotheses to reject with the family-wise error rate held at alpha."""
+    m = len(p_values)
+    if method == "none":
+        return [p < alpha for p in p_values]
+    if method == "bonferroni":
+        return [p < alpha / m for p in p_values]
+    order = sorted(range(m), key=lambda i: p_values[i])
+    reject = [False] * m
+    for rank, i in enumerate(order):
+        if p_values[i] < alpha / (m - rank):
+            reject[i] = True
+        else:
+            break  # Holm stops at the first hypothesis it keeps
+    return reject

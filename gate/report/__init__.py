@@ -39,6 +39,7 @@ class Report:
             entry = cv.to_dict()
             entry["model"] = cm.info.to_dict()
             entry["metrics"] = {k: v.to_dict() for k, v in cm.metrics.items()}
+            entry["groupings"] = [g.to_dict() for g in cm.groupings]
             candidates.append(entry)
         return {
             "report_format": REPORT_FORMAT,
@@ -75,9 +76,16 @@ def _clean(value):
     return value
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def _atomic_write(path: Path, text: str) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 would hide reports from CI artifact readers
         with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
             handle.write(text)
         os.replace(tmp, path)

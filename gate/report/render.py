@@ -46,7 +46,52 @@ def _interval(iv, ref=None, metric: str = "") -> str:
     return f"{fmt.number(iv[0], ref, metric=metric)} to {fmt.number(iv[1], ref, metric=metric)}"
 
 
+def group_rows(candidate: dict, task: str) -> list[dict]:
+    """Every subgroup of every grouping with the task's headline metric, worst change first."""
+    from gate.measure.registry import get_metric
+
+    metric = "accuracy" if task == "classification" else "mae"
+    higher = get_metric(metric).higher_is_better
+    rows = []
+    for grouping in candidate.get("groupings", []):
+        for group in grouping["groups"]:
+            m = group["metrics"].get(metric)
+            if not m or m.get("unavailable"):
+                continue
+            iv = m.get("delta_interval") or {}
+            rows.append({"grouping": grouping["name"], "key": group["key"], "label": f"{grouping['name']}={group['key']}",
+                         "n": group["n"], "metric": metric, "base": m["base"], "candidate": m["candidate"],
+                         "delta": m["delta"], "low": iv.get("low"), "high": iv.get("high"),
+                         "flips": group.get("flips"), "negative_flips": group.get("negative_flips")})
+    worst_first = (lambda r: (r["delta"] if r["delta"] is not None else 0.0)) if higher else \
+        (lambda r: -(r["delta"] if r["delta"] is not None else 0.0))
+    return sorted(rows, key=lambda r: (worst_first(r), r["label"]))
+
+
+def most_lost(rows: list[dict], k: int = 5) -> list[dict]:
+    """The subgroups with the most samples gone from right to wrong."""
+    lost = [r for r in rows if r.get("negative_flips")]
+    return sorted(lost, key=lambda r: (-r["negative_flips"], r["label"]))[:k]
+
+
+def forest_chart(rows: list[dict], confidence: float, task: str):
+    from markupsafe import Markup
+
+    from gate.measure.registry import get_metric
+    from gate.report.charts import forest_svg
+
+    if not rows:
+        return ""
+    metric = rows[0]["metric"]
+    # the SVG is produced by matplotlib, which escapes every text it writes
+    return Markup(forest_svg(rows, metric=metric, confidence=confidence,
+                             higher_is_better=get_metric(metric).higher_is_better))
+
+
 FILTERS = {
+    "group_rows": group_rows,
+    "most_lost": most_lost,
+    "forest_chart": forest_chart,
     "num": lambda x, ref=None, metric="": fmt.number(x, ref, metric=metric),
     "pct": fmt.pct,
     "signed": fmt.signed,

@@ -1,0 +1,200 @@
+"""Per-subgroup measurements: the harm compression hides behind a good average.
+
+"Overall" and a subgroup are the same computation over different index sets
+(compare.compare on sliced per-sample vectors), so a subgroup number can never
+drift from how the overall number is defined.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from gate.measure.compare import bootstrapped, compare
+from gate.measure.quality import function_for
+from gate.measure.registry import FAIRNESS, get_metric
+from gate.measurements import GroupingResult, GroupResult, MetricResult
+from gate.predictions import Agreement, Predictions
+
+SEP = " × "
+
+
+@dataclass(frozen=True)
+class Grouping:
+    name: str
+    columns: tuple[str, ...]
+    codes: np.ndarray  # (n,) subgroup index of every sample
+    keys: tuple[str, ...]  # subgroup names, in code order
+
+    def members(self, j: int) -> np.ndarray:
+        return np.flatnonzero(self.codes == j)
+
+
+def make_grouping(columns: dict[str, np.ndarray], names: tuple[str, ...], label: str | None = None) -> Grouping:
+    """Subgroups of one column or of the intersection of several, in sorted, deterministic order."""
+    codes = np.zeros(len(columns[names[0]]), dtype=np.int64)
+    parts = []
+    for name in names:
+        values, inverse = np.unique(columns[name], return_inverse=True)
+        codes = codes * len(values) + inverse.reshape(-1)
+        parts.append(values)
+    present, codes = np.unique(codes, return_inverse=True)
+    keys = []
+    for code in present:
+        key = []
+        for values in reversed(parts):
+            key.append(str(values[code % len(values)]))
+            code //= len(values)
+        keys.append(SEP.join(reversed(key)))
+    return Grouping(name=label or SEP.join(names), columns=names, codes=codes.reshape(-1), keys=tuple(keys))
+
+
+def groupings_for(dataset_columns: dict, group_specs: tuple, labels: np.ndarray | None, *,
+                  per_class: bool) -> list[Grouping]:
+    out = [make_grouping(dataset_columns, spec if isinstance(spec, tuple) else (spec,)) for spec in group_specs]
+    if per_class and labels is not None:
+        out.append(make_grouping({"class": labels}, ("class",), label="class"))
+    return out
+
+
+def _slice_predictions(p: Predictions, idx: np.ndarray) -> Predictions:
+    def cut(a):
+        return None if a is None else a[idx]
+    return replace(p, pred=cut(p.pred), values=cut(p.values), true_prob=cut(p.true_prob),
+                   true_rank=cut(p.true_rank), probs=cut(p.probs))
+
+
+def _slice_agreement(a: Agreement, idx: np.ndarray) -> Agreement:
+    return Agreement(kl=None if a.kl is None else a.kl[idx], cosine=None if a.cosine is None else a.cosine[idx],
+                     max_abs=None if a.max_abs is None else a.max_abs[idx])
+
+
+# ---- differences between subgroups -------------------------------------------------------
+
+def _gap_stat(fn, p: Predictions, y, grouping: Grouping, eligible: list[int]):
+    def stat(idx: np.ndarray) -> float:
+        codes = grouping.codes[idx]
+        values = []
+        for j in eligible:
+            members = idx[codes == j]
+            if members.size:
+                values.append(fn(p, y, members))
+        values = [v for v in values if np.isfinite(v)]
+        return max(values) - min(values) if len(values) >= 2 else float("nan")
+    return stat
+
+
+def _rate_gap(rates: list[float]) -> float:
+    rates = [r for r in rates if np.isfinite(r)]
+    return max(rates) - min(rates) if len(rates) >= 2 else float("nan")
+
+
+def _fairness_stat(metric: str, p: Predictions, y, grouping: Grouping):
+    """fairlearn's definitions: between-group max minus min of selection rate, TPR, FPR."""
+    def stat(idx: np.ndarray) -> float:
+        codes, pred = grouping.codes[idx], p.pred[idx] == 1
+        truth = y[idx] == 1 if y is not None else None
+        selection, tpr, fpr = [], [], []
+        for j in range(len(grouping.keys)):
+            in_group = codes == j
+            if not in_group.any():
+                continue
+            selection.append(pred[in_group].mean())
+            if truth is not None:
+                pos, neg = in_group & truth, in_group & ~truth
+                tpr.append(pred[pos].mean() if pos.any() else np.nan)
+                fpr.append(pred[neg].mean() if neg.any() else np.nan)
+        if metric == "demographic_parity_difference":
+            return _rate_gap(selection)
+        return max(_rate_gap(tpr), _rate_gap(fpr))
+    return stat
+
+
+def measure_groupings(groupings: list[Grouping], *, base: Predictions, cand: Predictions, agreement: Agreement,
+                      y: np.ndarray | None, task: str, each: set[str], gaps: dict[str, int], fairness: set[str],
+                      confidence: float, bootstrap: int, seed: int) -> tuple[GroupingResult, ...]:
+    """each: metrics judged per subgroup (with intervals); gaps: metric -> min_samples of the
+    subgroups that count; fairness: between-group metrics of the candidate and base."""
+    shown = {"accuracy"} if task == "classification" and y is not None else set()
+    if task == "regression" and y is not None:
+        shown = {"mae"}
+    results = []
+    for grouping in groupings:
+        groups = []
+        for j, key in enumerate(grouping.keys):
+            idx = grouping.members(j)
+            sub_b, sub_c = _slice_predictions(base, idx), _slice_predictions(cand, idx)
+            sub_y = y[idx] if y is not None else None
+            metrics = {}
+            for name in sorted(shown | each):
+                metrics[name] = compare(name, base=sub_b, cand=sub_c, agreement=_slice_agreement(agreement, idx),
+                                        y=sub_y, task=task, confidence=confidence, bootstrap=bootstrap,
+                                        seed=seed + j, with_interval=name in each)
+            flips = negative = None
+            if base.pred is not None:
+                flips = int((sub_b.pred != sub_c.pred).sum())
+                if sub_y is not None:
+                    negative = int(((sub_b.pred == sub_y) & (sub_c.pred != sub_y)).sum())
+            groups.append(GroupResult(key=key, n=int(idx.size), metrics=metrics, flips=flips,
+                                      negative_flips=negative))
+        min_samples = min(gaps.values()) if gaps else 0
+        eligible = [j for j, g in enumerate(groups) if g.n >= min_samples]
+        gap_results = {}
+        for name, _ in sorted(gaps.items()):
+            fn = function_for(name)
+            if fn is None or y is None:
+                gap_results[name] = MetricResult(metric=name, n=len(grouping.codes), unavailable=(
+                    "the data has no labels" if y is None else f"no gap for {name}"))
+                continue
+            if len(eligible) < 2:
+                gap_results[name] = MetricResult(metric=name, n=len(grouping.codes), unavailable=(
+                    f"fewer than two subgroups have {min_samples} samples"))
+                continue
+            all_idx = np.arange(len(grouping.codes))
+            b_stat = _gap_stat(fn, base, y, grouping, eligible)
+            c_stat = _gap_stat(fn, cand, y, grouping, eligible)
+            # the seed key names the grouping, so each gap has its own resamples
+            result = bootstrapped(f"{name} gap {grouping.name}", len(all_idx),
+                                  base_value=b_stat(all_idx), cand_value=c_stat(all_idx),
+                                  cand_stat=c_stat, base_stat=b_stat, confidence=confidence,
+                                  bootstrap=bootstrap, seed=seed)
+            gap_results[name] = replace(result, metric=name)
+        fair_results = {}
+        for name in sorted(fairness if grouping.name != "class" else ()):
+            n = len(grouping.codes)
+            reason = None
+            if base.pred is None or (base.n_classes or 2) != 2 or (cand.n_classes or 2) != 2:
+                reason = "defined for binary classification only"
+            elif get_metric(name).needs_labels and y is None:
+                reason = "the data has no labels"
+            if reason:
+                fair_results[name] = MetricResult(metric=name, n=n, unavailable=reason)
+                continue
+            b_stat = _fairness_stat(name, base, y, grouping)
+            c_stat = _fairness_stat(name, cand, y, grouping)
+            all_idx = np.arange(n)
+            result = bootstrapped(f"{name} {grouping.name}", n, base_value=b_stat(all_idx),
+                                  cand_value=c_stat(all_idx), cand_stat=c_stat, base_stat=b_stat,
+                                  confidence=confidence, bootstrap=bootstrap, seed=seed)
+            fair_results[name] = replace(result, metric=name)
+        results.append(GroupingResult(name=grouping.name, columns=grouping.columns, groups=tuple(groups),
+                                      gaps=gap_results, fairness=fair_results, min_samples=min_samples))
+    return tuple(results)
+
+
+def wanted(rules) -> tuple[set[str], dict[str, int], set[str], bool]:
+    """What the rules ask to be measured per group: (each, gaps, fairness, per_class)."""
+    each, gaps, fairness, per_class = set(), {}, set(), False
+    for rule in rules:
+        spec = get_metric(rule.metric)
+        if spec is None:
+            continue
+        if spec.kind == FAIRNESS:
+            fairness.add(rule.metric)
+        elif rule.per and rule.scope == "gap":
+            gaps[rule.metric] = min(gaps.get(rule.metric, rule.min_samples), rule.min_samples)
+        elif rule.per:
+            each.add(rule.metric)
+        per_class = per_class or rule.per == "class"
+    return each, gaps, fairness, per_class

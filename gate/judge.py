@@ -351,7 +351,9 @@ def evaluate_grouped(rule: Rule, cand: CandidateMeasurements, *, confidence: flo
                       interval=[w_frame.low, w_frame.high] if w_frame else None,
                       base=worst_pair[0]["base"] if worst_pair else None,
                       candidate=worst_pair[0]["candidate"] if worst_pair else None,
-                      bound_text=(w_frame.bound_text + " in every subgroup") if w_frame else "",
+                      bound_text=(w_frame.bound_text + (" in every subgroup" if rule.scope != "gap" and
+                                                         get_metric(rule.metric).kind != FAIRNESS else ""))
+                      if w_frame else "",
                       reason="; ".join(parts), n=sum(e["n"] for e in entries) if rule.scope != "gap" else None,
                       groups=tuple(entries))
 

@@ -88,7 +88,14 @@ def forest_chart(rows: list[dict], confidence: float, task: str):
                              higher_is_better=get_metric(metric).higher_is_better))
 
 
+def p_value(p) -> str:
+    if p is None:
+        return "–"
+    return "< 0.0001" if p < 1e-4 else f"{p:.4f}"
+
+
 FILTERS = {
+    "p_value": p_value,
     "group_rows": group_rows,
     "most_lost": most_lost,
     "forest_chart": forest_chart,

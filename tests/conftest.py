@@ -1,0 +1,299 @@
+"""Shared fixtures: real, tiny ONNX models whose every prediction the test chooses.
+
+The workhorse is a LOOKUP-TABLE model: its input is the sample index `idx`
+(int64, shape [batch, 1]) and its output is row `idx` of a table the test
+gives. So a test fixes the exact prediction of every sample, for the base and
+for every candidate, and knows the accuracy drop and the flips (b = base right
+and candidate wrong, c = base wrong and candidate right) exactly.
+
+Everything is built with onnx.helper (opset 17, IR version 8), never downloaded,
+and run through the real CLI in a subprocess (`python -m gate ...`).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import yaml
+from onnx import TensorProto, helper, numpy_helper
+
+OPSET = 17
+IR_VERSION = 8
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# --------------------------------------------------------------------------------------------
+# predictions with exact, known counts
+# --------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Scenario:
+    """Labels and the predicted class of every sample for a base and a candidate."""
+    y: np.ndarray  # (n,) int64 true classes
+    base: np.ndarray  # (n,) int64 base predictions
+    cand: np.ndarray  # (n,) int64 candidate predictions
+    k: int
+
+    @property
+    def n(self) -> int:
+        return len(self.y)
+
+    @property
+    def b(self) -> int:
+        return int(((self.base == self.y) & (self.cand != self.y)).sum())
+
+    @property
+    def c(self) -> int:
+        return int(((self.base != self.y) & (self.cand == self.y)).sum())
+
+    @property
+    def flips(self) -> int:
+        return int((self.base != self.cand).sum())
+
+
+def make_scenario(n: int, base_right: int, b: int, c: int, *, k: int = 3, seed: int = 0,
+                  extra_flips: int = 0) -> Scenario:
+    """n samples; the base is right on `base_right`; the candidate loses b of those and wins c of
+    the others. `extra_flips` base-wrong samples change to another wrong class (a flip that is
+    neither negative nor positive; needs k >= 3)."""
+    assert 0 <= b <= base_right <= n and 0 <= c <= n - base_right
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, k, size=n).astype(np.int64)
+    order = rng.permutation(n)
+    right, wrong = order[:base_right], order[base_right:]
+    base = y.copy()
+    base[wrong] = (y[wrong] + 1) % k
+    cand = base.copy()
+    lost = right[:b]
+    cand[lost] = (y[lost] + 1) % k
+    won = wrong[:c]
+    cand[won] = y[won]
+    if extra_flips:
+        assert k >= 3 and c + extra_flips <= len(wrong)
+        other = wrong[c:c + extra_flips]
+        cand[other] = (y[other] + 2) % k
+    s = Scenario(y=y, base=base, cand=cand, k=k)
+    assert (int((base == y).sum()), s.b, s.c) == (base_right, b, c)
+    return s
+
+
+def logits_for(pred: np.ndarray, k: int, *, seed: int = 0, margin: float = 2.0) -> np.ndarray:
+    """(n, k) float32 logits whose argmax is `pred`, with some noise on the other classes."""
+    rng = np.random.default_rng(seed)
+    table = rng.uniform(-1.0, 1.0, size=(len(pred), k))
+    table[np.arange(len(pred)), pred] = margin + rng.uniform(0.0, 1.0, size=len(pred))
+    return table.astype(np.float32)
+
+
+def softmax(x: np.ndarray) -> np.ndarray:
+    z = np.exp(x - x.max(axis=1, keepdims=True))
+    return z / z.sum(axis=1, keepdims=True)
+
+
+# --------------------------------------------------------------------------------------------
+# lookup-table ONNX models
+# --------------------------------------------------------------------------------------------
+
+def _finish(nodes, inputs, outputs, initializers, path: Path, *, external: bool) -> Path:
+    graph = helper.make_graph(nodes, "lookup", inputs, outputs, initializer=initializers)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
+                              producer_name="gate-tests")
+    model.ir_version = IR_VERSION
+    onnx.checker.check_model(model)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if external:
+        # the table goes to the .data file; the 8-byte Squeeze axes stay inline, as exporters keep
+        # small tensors (onnxruntime cannot shape-infer from an external axes tensor)
+        onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                        location=path.name + ".data", size_threshold=64)
+    else:
+        onnx.save_model(model, str(path))
+    return path
+
+
+def lookup_model(path: Path, table: np.ndarray, *, kind: str = "logits", batch: int | None = None,
+                 input_dtype: str = "int64", external: bool = False) -> Path:
+    """Save a model whose output for sample i is computed from table[i].
+
+    kind:
+      logits         output `logits` float32 [batch, k] = table[idx]
+      probabilities  output `probabilities` = Softmax(table[idx])
+      binary         output `score` float32 [batch, 1] = table[idx] (one column: P(class 1))
+      label          output `label` int64 [batch] = ArgMax(table[idx])
+      two_outputs    outputs `logits` and `probabilities`
+      regression     output `value` float32 [batch, 1] = table[idx] (one column)
+    batch: None for a dynamic batch axis, or a fixed batch size.
+    input_dtype: "int64" or "float32" (then the index is cast to int64 inside the model).
+    """
+    table = np.asarray(table, dtype=np.float32)
+    if table.ndim == 1:
+        table = table[:, None]
+    k = table.shape[1]
+    dim = batch if batch is not None else "batch"
+    elem = {"int64": TensorProto.INT64, "float32": TensorProto.FLOAT}[input_dtype]
+    inputs = [helper.make_tensor_value_info("idx", elem, [dim, 1])]
+    inits = [numpy_helper.from_array(table, "table"),
+             numpy_helper.from_array(np.array([1], dtype=np.int64), "axis1")]
+    nodes = []
+    index = "idx"
+    if input_dtype != "int64":
+        nodes.append(helper.make_node("Cast", ["idx"], ["idx64"], to=TensorProto.INT64))
+        index = "idx64"
+    nodes.append(helper.make_node("Gather", ["table", index], ["gathered"], axis=0))  # [batch, 1, k]
+    rows = "rows"
+    nodes.append(helper.make_node("Squeeze", ["gathered", "axis1"], [rows]))  # [batch, k]
+    f = TensorProto.FLOAT
+    if kind in ("logits", "binary", "regression"):
+        name = {"logits": "logits", "binary": "score", "regression": "value"}[kind]
+        nodes.append(helper.make_node("Identity", [rows], [name]))
+        outputs = [helper.make_tensor_value_info(name, f, [dim, k])]
+    elif kind == "probabilities":
+        nodes.append(helper.make_node("Softmax", [rows], ["probabilities"], axis=1))
+        outputs = [helper.make_tensor_value_info("probabilities", f, [dim, k])]
+    elif kind == "label":
+        nodes.append(helper.make_node("ArgMax", [rows], ["label"], axis=1, keepdims=0))
+        outputs = [helper.make_tensor_value_info("label", TensorProto.INT64, [dim])]
+    elif kind == "two_outputs":
+        nodes.append(helper.make_node("Identity", [rows], ["logits"]))
+        nodes.append(helper.make_node("Softmax", [rows], ["probabilities"], axis=1))
+        outputs = [helper.make_tensor_value_info("logits", f, [dim, k]),
+                   helper.make_tensor_value_info("probabilities", f, [dim, k])]
+    else:
+        raise ValueError(kind)
+    return _finish(nodes, inputs, outputs, inits, path, external=external)
+
+
+def two_input_model(path: Path, k: int = 3) -> Path:
+    """A model with two inputs (`a`, `b`, float32 [batch, 2]) and logits [batch, k]."""
+    w = np.arange(2 * k, dtype=np.float32).reshape(2, k)
+    nodes = [helper.make_node("Add", ["a", "b"], ["s"]), helper.make_node("MatMul", ["s", "w"], ["logits"])]
+    inputs = [helper.make_tensor_value_info(x, TensorProto.FLOAT, ["batch", 2]) for x in ("a", "b")]
+    outputs = [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", k])]
+    return _finish(nodes, inputs, outputs, [numpy_helper.from_array(w, "w")], path, external=False)
+
+
+# --------------------------------------------------------------------------------------------
+# data, policies, the CLI
+# --------------------------------------------------------------------------------------------
+
+def write_npz(path: Path, labels: np.ndarray | None, *, idx_dtype=np.int64, **extra) -> Path:
+    """`idx` (n, 1) and `label` (n,), plus any extra arrays."""
+    n = len(labels) if labels is not None else len(next(iter(extra.values())))
+    arrays = {"idx": np.arange(n, dtype=idx_dtype).reshape(n, 1)}
+    if labels is not None:
+        arrays["label"] = np.asarray(labels)
+    arrays.update(extra)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, **arrays)
+    return path
+
+
+def write_csv(path: Path, labels: np.ndarray, **extra) -> Path:
+    """The same data as write_npz, as a CSV with columns idx, label (and extras)."""
+    n = len(labels)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        w = csv.writer(handle)
+        w.writerow(["idx", "label", *extra])
+        for i in range(n):
+            w.writerow([i, labels[i].item(), *(v[i] for v in extra.values())])
+    return path
+
+
+def write_policy(path: Path, rules: list[dict], *, base: str | dict | None = "base.onnx",
+                 candidates: dict | None = None, data: str | dict | None = "data.npz", **top) -> Path:
+    """A policy YAML; model and data paths are relative to the policy file."""
+    doc: dict = {"version": 1}
+    if base is not None:
+        doc["base"] = base
+    if candidates is not None:
+        doc["candidates"] = candidates
+    if data is not None:
+        doc["data"] = {"path": data} if isinstance(data, str) else data
+    doc.update(top)
+    doc["rules"] = rules
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(doc, sort_keys=False, allow_unicode=True), encoding="utf-8")
+    return path
+
+
+@dataclass(frozen=True)
+class CliResult:
+    code: int
+    stdout: str
+    stderr: str
+    args: tuple
+
+    def __str__(self) -> str:
+        return f"gate {' '.join(map(str, self.args))} -> {self.code}\n--- stdout\n{self.stdout}\n--- stderr\n{self.stderr}"
+
+
+def _env() -> dict:
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("GITHUB_", "PYTEST_", "RUNNER_")) and k not in ("CI", "FORCE_COLOR")}
+    env["PYTHONWARNINGS"] = "default"
+    env["TERM"] = "dumb"
+    env["COLUMNS"] = "100"
+    return env
+
+
+def run_cli(*args, cwd: Path | None = None, timeout: float = 180) -> CliResult:
+    """`python -m gate ARGS` in a subprocess with no terminal attached."""
+    proc = subprocess.run([sys.executable, "-m", "gate", *map(str, args)], cwd=cwd, env=_env(),
+                          stdin=subprocess.DEVNULL, capture_output=True, text=True, encoding="utf-8",
+                          timeout=timeout)
+    return CliResult(code=proc.returncode, stdout=proc.stdout, stderr=proc.stderr, args=tuple(args))
+
+
+def read_report(out_dir: Path) -> dict:
+    return json.loads((Path(out_dir) / "report.json").read_text(encoding="utf-8"))
+
+
+def candidate(report: dict, name: str) -> dict:
+    found = [c for c in report["candidates"] if c["name"] == name]
+    assert len(found) == 1, [c["name"] for c in report["candidates"]]
+    return found[0]
+
+
+def rule_of(cand: dict, metric: str, bound_kind: str | None = None) -> dict:
+    found = [r for r in cand["rules"] if r["metric"] == metric and (bound_kind is None or r["bound_kind"] == bound_kind)]
+    assert len(found) == 1, cand["rules"]
+    return found[0]
+
+
+# --------------------------------------------------------------------------------------------
+# fixtures: factories, so tests and module fixtures build exactly what they need
+# --------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def build_model():
+    return lookup_model
+
+
+@pytest.fixture(scope="session")
+def scenario():
+    return make_scenario
+
+
+@pytest.fixture(scope="session")
+def write_data():
+    return write_npz
+
+
+@pytest.fixture(scope="session")
+def policy_file():
+    return write_policy
+
+
+@pytest.fixture(scope="session")
+def gate_cli():
+    return run_cli

@@ -109,6 +109,7 @@ class CandidateMeasurements:
     info: ModelInfo
     metrics: dict[str, MetricResult] = field(default_factory=dict)
     groupings: tuple[GroupingResult, ...] = ()
+    change_matrix: dict | None = None  # {classes, counts[base][candidate]}
     error: str | None = None  # this candidate could not be measured; the others still are
     error_kind: str | None = None  # "input" (a user mistake: exit 2) or "crash"
 
@@ -119,13 +120,13 @@ class CandidateMeasurements:
     def to_dict(self) -> dict:
         return {"info": self.info.to_dict(), "metrics": {k: v.to_dict() for k, v in self.metrics.items()},
                 "groupings": [g.to_dict() for g in self.groupings],
-                "error": self.error, "error_kind": self.error_kind}
+                "change_matrix": self.change_matrix, "error": self.error, "error_kind": self.error_kind}
 
     @classmethod
     def from_dict(cls, d: dict) -> CandidateMeasurements:
         return cls(info=ModelInfo(**d["info"]), metrics=_metrics(d["metrics"]),
                    groupings=tuple(GroupingResult.from_dict(g) for g in d.get("groupings", [])),
-                   error=d.get("error"), error_kind=d.get("error_kind"))
+                   change_matrix=d.get("change_matrix"), error=d.get("error"), error_kind=d.get("error_kind"))
 
 
 @dataclass(frozen=True, kw_only=True)

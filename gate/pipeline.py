@@ -14,6 +14,7 @@ from gate.measure.compare import compare, footprint, is_footprint
 from gate.measure.footprint import onnx_footprint
 from gate.measure.quality import function_for
 from gate.measure import groups
+from gate.measure.agreement import change_matrix
 from gate.measure.registry import FAIRNESS, get_metric
 from gate.measurements import CandidateMeasurements, Measurements, MetricResult, ModelInfo
 from gate.models import open_runner
@@ -125,7 +126,8 @@ def measure(policy: Policy, *, show_progress: bool | None = None) -> Measurement
         grouped = groups.measure_groupings(
             groupings, base=base_pred, cand=cand_pred, agreement=agreement, y=y, task=policy.task, each=each,
             gaps=gaps, fairness=fairness, confidence=policy.confidence, bootstrap=policy.bootstrap, seed=policy.seed)
-        measured[name] = CandidateMeasurements(info=info, metrics=metrics, groupings=grouped)
+        measured[name] = CandidateMeasurements(info=info, metrics=metrics, groupings=grouped,
+                                               change_matrix=change_matrix(base_pred, cand_pred))
 
     base_metrics = {}
     if y is not None:

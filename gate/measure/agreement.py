@@ -23,3 +23,21 @@ def flip_counts(base: Predictions, cand: Predictions, y: np.ndarray | None) -> d
 def per_sample(agreement: Agreement) -> dict[str, np.ndarray | None]:
     """Per-sample vectors whose mean is the metric (bootstrapped like any mean)."""
     return {"kl_divergence": agreement.kl, "cosine_similarity": agreement.cosine}
+
+
+MAX_MATRIX_CLASSES = 50  # beyond this a k x k table is unreadable; the flips are still counted
+
+
+def change_matrix(base: Predictions, cand: Predictions) -> dict | None:
+    """Which base predictions became which candidate predictions: counts[i][j] = base i -> candidate j."""
+    if base.pred is None or cand.pred is None:
+        return None
+    classes = np.union1d(np.unique(base.pred), np.unique(cand.pred))
+    if len(classes) > MAX_MATRIX_CLASSES:
+        return None
+    bi = np.searchsorted(classes, base.pred)
+    ci = np.searchsorted(classes, cand.pred)
+    k = len(classes)
+    counts = np.bincount(bi * k + ci, minlength=k * k).reshape(k, k)
+    return {"classes": [int(c) if np.issubdtype(classes.dtype, np.integer) else str(c) for c in classes],
+            "counts": counts.tolist()}

@@ -40,6 +40,7 @@ class Report:
             entry["model"] = cm.info.to_dict()
             entry["metrics"] = {k: v.to_dict() for k, v in cm.metrics.items()}
             entry["groupings"] = [g.to_dict() for g in cm.groupings]
+            entry["change_matrix"] = cm.change_matrix
             candidates.append(entry)
         return {
             "report_format": REPORT_FORMAT,

@@ -22,6 +22,8 @@ def _read(path: Path) -> Measurements:
         raise GateInputError("is not a gate results file", path=path,
                              fix="give the file `gate measure --out` wrote (report.json is a report, not results)")
     body = doc["gate_results"]
+    if not isinstance(body, dict):
+        raise GateInputError("has no results in it", path=path, fix="give the file `gate measure --out` wrote")
     if body.get("format") != FORMAT:
         raise GateInputError(f"has results format {body.get('format')!r}; this gate reads format {FORMAT}",
                              path=path, fix="measure again with this version of the gate")

@@ -81,8 +81,11 @@ def measure(policy: Policy, *, show_progress: bool | None = None) -> Measurement
     n, y = dataset.n, dataset.labels
     keep_probs = "roc_auc" in judged
 
+    labels_where = f"{dataset.path} (labels {dataset.labels_key!r})"
+
     def collector(where: str) -> Collector:
-        return Collector(n=n, task=policy.task, scores=policy.scores, keep_probs=keep_probs, where=where)
+        return Collector(n=n, task=policy.task, scores=policy.scores, keep_probs=keep_probs, where=where,
+                         labels_where=labels_where)
 
     base_col = collector(str(policy.base.path))
     cols = {name: collector(str(runner.path)) for name, runner in runners.items()}
@@ -91,8 +94,15 @@ def measure(policy: Policy, *, show_progress: bool | None = None) -> Measurement
     for start in range(0, n, policy.batch_size):
         stop = min(start + policy.batch_size, n)
         labels = y[start:stop] if y is not None else None
-        base_raw = base_runner.run(start, stop)
-        base_logp = base_col.add(base_raw, labels, start, stop)
+        try:
+            base_raw = base_runner.run(start, stop)
+            base_logp = base_col.add(base_raw, labels, start, stop)
+        except GateInputError:
+            raise
+        except Exception as exc:  # without a base there is nothing to compare: the input is wrong
+            raise GateInputError(f"failed on samples {start}..{stop - 1}: {type(exc).__name__}: "
+                                 f"{str(exc).strip()[:300]}", path=policy.base.path,
+                                 fix="check that the base model accepts every sample of the data") from None
         for name in list(runners):
             try:
                 raw = runners[name].run(start, stop)

@@ -7,6 +7,7 @@ needs every score); everything else is a few numbers per sample.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -90,8 +91,9 @@ def log_probs(raw: np.ndarray, kind: str) -> np.ndarray | None:
 class Collector:
     """Accumulates one model's per-sample vectors over the batches."""
 
-    def __init__(self, *, n: int, task: str, scores: str, keep_probs: bool, where: str) -> None:
+    def __init__(self, *, n: int, task: str, scores: str, keep_probs: bool, where: str, labels_where: str) -> None:
         self.n, self.task, self.scores, self.keep_probs, self.where = n, task, scores, keep_probs, where
+        self.labels_where = labels_where  # the data file: wrong labels are the data's fault, not the model's
         self.kind: str | None = None
         self.pred = self.values = self.true_prob = self.true_rank = self.probs = None
         self.n_classes: int | None = None
@@ -126,7 +128,7 @@ class Collector:
         if self.probs is not None:
             self.probs[start:stop] = np.exp(logp)
         if labels is not None:
-            y = _class_indices(labels, k, self.where)
+            y = _class_indices(labels, k, self.where, self.labels_where)
             true_logp = logp[np.arange(len(y)), y]
             self.true_prob[start:stop] = np.exp(true_logp)
             self.true_rank[start:stop] = (logp > true_logp[:, None]).sum(axis=1)
@@ -140,14 +142,16 @@ class Collector:
                            probs=self.probs, n_classes=self.n_classes)
 
 
-def _class_indices(labels: np.ndarray, k: int, where: str) -> np.ndarray:
+def _class_indices(labels: np.ndarray, k: int, model: str, data: str) -> np.ndarray:
+    name = Path(model).name
     if not np.issubdtype(labels.dtype, np.integer):
-        raise GateInputError(f"gives {k} class scores, so labels must be class indices 0..{k - 1}; "
-                             f"the labels are {labels.dtype}", path=where,
+        raise GateInputError(f"holds {labels.dtype} labels, but {name} gives {k} class scores, so labels must be "
+                             f"class indices 0..{k - 1}", path=data,
                              fix="store the labels as integers 0..k-1 in the order of the model's outputs")
     if labels.size and (labels.min() < 0 or labels.max() >= k):
-        raise GateInputError(f"gives {k} class scores, but a label is {int(labels.max() if labels.max() >= k else labels.min())}",
-                             path=where, fix=f"labels must lie in 0..{k - 1}")
+        bad = int(labels.max() if labels.max() >= k else labels.min())
+        raise GateInputError(f"holds the label {bad}, but {name} gives only {k} class scores", path=data,
+                             fix=f"labels must lie in 0..{k - 1}, or choose the model output with all classes")
     return labels
 
 

@@ -233,7 +233,7 @@ class CliResult:
     stderr: str
     args: tuple
 
-    def __str__(self) -> str:
+    def __repr__(self) -> str:
         return f"gate {' '.join(map(str, self.args))} -> {self.code}\n--- stdout\n{self.stdout}\n--- stderr\n{self.stderr}"
 
 

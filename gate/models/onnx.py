@@ -28,6 +28,7 @@ class OnnxRunner:
 
         options = ort.SessionOptions()
         options.log_severity_level = 3  # keep onnxruntime's own warnings out of the report
+        ort.set_default_logger_severity(4)  # errors raised at run time reach the user as messages already
         if threads:
             options.intra_op_num_threads = threads
         try:
@@ -69,6 +70,8 @@ class OnnxRunner:
                                          path=dataset.path, fix=f"map it in the policy: data: {{inputs: {{{inp.name}: KEY}}}} "
                                          f"with KEY one of {', '.join(features)[:200]}")
             array = dataset.column(spec, for_input=inp.name, model=self.path)
+            if array.ndim == 1 and len(inp.shape) == 2 and not (isinstance(inp.shape[1], int) and inp.shape[1] != 1):
+                array = array.reshape(-1, 1)  # one CSV column feeding a (batch, 1) input: a view, not a copy
             want = _ORT_TYPES.get(inp.type)
             if want is None:
                 raise GateInputError(f"input '{inp.name}' has the type {inp.type}, which the gate cannot feed",

@@ -7,7 +7,6 @@ never pays its import time.
 from __future__ import annotations
 
 import io
-import re
 
 # Okabe-Ito: distinguishable with every common colour-vision deficiency
 BLUE, VERMILLION, GREY = "#0072B2", "#D55E00", "#999999"
@@ -48,10 +47,68 @@ def forest_svg(rows: list[dict], *, metric: str, confidence: float, higher_is_be
             ax.set_xlabel(f"{metric}: candidate − base, with {confidence:.0%} interval")
             ax.grid(axis="x", color="#e0e0e0", linewidth=0.5)
             fig.tight_layout()
-            buffer = io.StringIO()
-            fig.savefig(buffer, format="svg", metadata={"Date": None, "Creator": None})
+            description = "; ".join(f"{r['label']}: {r['delta']:+.4f} ({r.get('low')} to {r.get('high')})"
+                                    for r in rows)
+            return _figure_svg(fig, f"change of {metric} per subgroup", description)
         finally:
             plt.close(fig)
+
+
+def _figure_svg(fig, title: str, description: str) -> str:
+    buffer = io.StringIO()
+    fig.savefig(buffer, format="svg", metadata={"Date": None, "Creator": None})
     svg = buffer.getvalue()
     svg = svg[svg.index("<svg"):]  # inline: no XML declaration or doctype
-    return re.sub(r'<svg ', '<svg role="img" ', svg, count=1)
+    from markupsafe import escape
+
+    head = svg.index(">") + 1
+    # a text alternative inside the image itself, for screen readers and text extraction
+    return (svg[:head].replace("<svg ", '<svg role="img" ', 1) + f"<title>{escape(title)}</title>"
+            f"<desc>{escape(description)}</desc>" + svg[head:])
+
+
+def pareto_svg(points: list[dict], *, quality: str, higher_is_better: bool, cost: str, cost_label: str) -> str:
+    """Quality against a cost (size, latency) for the base and every candidate.
+
+    points: {name, quality, cost, verdict ("base" | "pass" | "fail")}. The frontier
+    joins the points no other point beats on both axes.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    from matplotlib import pyplot as plt
+
+    points = [p for p in points if p.get("quality") is not None and p.get("cost") is not None]
+    if len(points) < 2:
+        return ""
+
+    def better(a, b):  # a at least as good as b on both axes, strictly on one
+        qa, qb = (a["quality"], b["quality"]) if higher_is_better else (-a["quality"], -b["quality"])
+        return qa >= qb and a["cost"] <= b["cost"] and (qa > qb or a["cost"] < b["cost"])
+
+    frontier = sorted((p for p in points if not any(better(o, p) for o in points)), key=lambda p: p["cost"])
+    style = {"base": ("black", "D"), "pass": (BLUE, "o"), "fail": (VERMILLION, "s")}
+    with matplotlib.rc_context({"svg.hashsalt": "gate", "svg.fonttype": "none", "font.size": 9}):
+        fig, ax = plt.subplots(figsize=(7.0, 4.2))
+        try:
+            ax.plot([p["cost"] for p in frontier], [p["quality"] for p in frontier], color=GREY,
+                    linestyle="--", linewidth=1, label="Pareto frontier")
+            for kind, label in (("base", "base"), ("pass", "passes"), ("fail", "fails")):
+                chosen = [p for p in points if p["verdict"] == kind]
+                if chosen:
+                    colour, marker = style[kind]
+                    ax.scatter([p["cost"] for p in chosen], [p["quality"] for p in chosen], color=colour,
+                               marker=marker, s=36, label=label, zorder=3)
+            for p in points:
+                ax.annotate(_short(p["name"], 28), (p["cost"], p["quality"]), textcoords="offset points",
+                            xytext=(5, 4), fontsize=8)
+            ax.set_xlabel(cost_label)
+            ax.set_ylabel(f"{quality} ({'higher' if higher_is_better else 'lower'} is better)")
+            ax.grid(color="#e0e0e0", linewidth=0.5)
+            ax.legend(loc="best", fontsize=8, frameon=False)
+            fig.tight_layout()
+            description = "; ".join(f"{p['name']}: {quality} {p['quality']:.4f}, {cost} {p['cost']:.4g}"
+                                    for p in points)
+            return _figure_svg(fig, f"{quality} against {cost}", description)
+        finally:
+            plt.close(fig)

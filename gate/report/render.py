@@ -111,6 +111,18 @@ FILTERS = {
 }
 
 
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ufffe\uffff]")
+
+
+def _finalize(value):
+    """Characters XML 1.0 forbids (escape codes, bells in a name) would make junit.xml unparsable."""
+    from markupsafe import Markup
+
+    if isinstance(value, str) and not isinstance(value, Markup):
+        return _NOT_XML.sub("\ufffd", value)
+    return value
+
+
 def environment(templates: Path | None, *, autoescape: bool) -> Environment:
     loaders = [FileSystemLoader(str(templates_dir()))]
     cls = Environment
@@ -118,7 +130,7 @@ def environment(templates: Path | None, *, autoescape: bool) -> Environment:
         # user templates come from a repository: they run sandboxed
         loaders.insert(0, FileSystemLoader(str(templates)))
         cls = SandboxedEnvironment
-    env = cls(loader=ChoiceLoader(loaders), undefined=StrictUndefined, keep_trailing_newline=True,
+    env = cls(loader=ChoiceLoader(loaders), undefined=StrictUndefined, keep_trailing_newline=True, finalize=_finalize,
               trim_blocks=True, lstrip_blocks=True,
               autoescape=select_autoescape(enabled_extensions=("html.j2", "xml.j2"), default=False)
               if autoescape else False)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import platform
+import re
 import shlex
+import subprocess
 import sys
 from datetime import datetime, timezone
 from importlib import metadata
@@ -49,9 +51,30 @@ def host() -> dict:
 
 
 def ci() -> dict:
-    keys = ("GITHUB_REPOSITORY", "GITHUB_SHA", "GITHUB_REF", "GITHUB_RUN_ID", "GITHUB_EVENT_NAME")
-    return {k.lower(): os.environ[k] for k in keys if os.environ.get(k)}
+    """The repository, commit and pull request a CI run is for; the local git commit otherwise."""
+    keys = ("GITHUB_REPOSITORY", "GITHUB_SHA", "GITHUB_REF", "GITHUB_RUN_ID", "GITHUB_EVENT_NAME",
+            "GITHUB_SERVER_URL")
+    out = {k.lower(): os.environ[k] for k in keys if os.environ.get(k)}
+    match = re.match(r"refs/pull/(\d+)/", os.environ.get("GITHUB_REF", ""))
+    if match:
+        out["pull_request"] = int(match.group(1))
+    if "github_sha" not in out:
+        commit = _git("rev-parse", "HEAD")
+        if commit:
+            out["git_commit"] = commit
+            out["git_dirty"] = bool(_git("status", "--porcelain", "--untracked-files=no"))
+    return out
+
+
+def _git(*args: str) -> str | None:
+    try:
+        done = subprocess.run(["git", *args], capture_output=True, text=True, timeout=5, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout.strip() if done.returncode == 0 else None
 
 
 def command() -> str:
-    return shlex.join(["gate", *sys.argv[1:]]) if sys.argv and sys.argv[0] else "gate"
+    """The command line that reproduces this run, from the directory it ran in."""
+    argv = shlex.join(["gate", *sys.argv[1:]]) if sys.argv and sys.argv[0] else "gate"
+    return f"cd {shlex.quote(os.getcwd())} && {argv}"

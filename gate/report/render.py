@@ -88,6 +88,47 @@ def forest_chart(rows: list[dict], confidence: float, task: str):
                              higher_is_better=get_metric(metric).higher_is_better))
 
 
+def headline(task: str) -> str:
+    return "accuracy" if task == "classification" else "mae"
+
+
+def pareto_chart(report: dict, cost: str):
+    """Quality against cost for the base and every candidate: cost is "size" or a latency metric."""
+    from markupsafe import Markup
+
+    from gate.measure.registry import get_metric
+    from gate.report.charts import pareto_svg
+
+    quality = headline(report["task"])
+    if cost == "size":
+        cost_of = {"base": report["base"]["model"]["size_bytes"] / 1e6}
+        cost_of.update({c["name"]: c["model"]["size_bytes"] / 1e6 for c in report["candidates"]
+                        if c["model"].get("size_bytes") is not None})
+        label = "model size (MB)"
+    else:
+        cost_of = {c["name"]: (c["metrics"].get(cost) or {}).get("candidate") for c in report["candidates"]}
+        cost_of["base"] = next(((c["metrics"].get(cost) or {}).get("base") for c in report["candidates"]
+                                if (c["metrics"].get(cost) or {}).get("base") is not None), None)
+        label = cost
+    points = [{"name": "base", "verdict": "base", "quality": report["base"]["metrics"].get(quality),
+               "cost": cost_of.get("base")}]
+    for c in report["candidates"]:
+        points.append({"name": c["name"], "verdict": c["verdict"],
+                       "quality": (c["metrics"].get(quality) or {}).get("candidate"), "cost": cost_of.get(c["name"])})
+    return Markup(pareto_svg(points, quality=quality, higher_is_better=get_metric(quality).higher_is_better,
+                             cost=cost, cost_label=label))
+
+
+def top_changes(matrix: dict | None, k: int = 10) -> list[dict]:
+    """The largest base-class -> candidate-class moves."""
+    if not matrix:
+        return []
+    classes, counts = matrix["classes"], matrix["counts"]
+    moves = [{"from": classes[i], "to": classes[j], "count": counts[i][j]}
+             for i in range(len(classes)) for j in range(len(classes)) if i != j and counts[i][j]]
+    return sorted(moves, key=lambda m: (-m["count"], str(m["from"]), str(m["to"])))[:k]
+
+
 def p_value(p) -> str:
     if p is None:
         return "–"
@@ -95,6 +136,9 @@ def p_value(p) -> str:
 
 
 FILTERS = {
+    "headline": headline,
+    "pareto_chart": pareto_chart,
+    "top_changes": top_changes,
     "p_value": p_value,
     "group_rows": group_rows,
     "most_lost": most_lost,

@@ -95,9 +95,6 @@ def _report(policy, measurements, out: str, templates: str | None) -> int:
     from gate.judge import judge
     from gate.report import Report, write_reports
 
-    if templates and not Path(templates).is_dir():
-        raise GateInputError("is not a directory of templates", path=templates,
-                             fix="give a directory holding report.md.j2, report.html.j2 or junit.xml.j2")
     verdict = judge(policy, measurements)
     report = Report(verdict=verdict, measurements=measurements, policy_source=policy.source,
                     policy_text=policy.text, policy_sha256=policy.sha256)
@@ -118,6 +115,13 @@ def _report(policy, measurements, out: str, templates: str | None) -> int:
     return EXIT_PASS if verdict.verdict == "pass" else EXIT_FAIL
 
 
+def _check_templates(templates: str | None) -> None:
+    """Before any model runs: a typo here must not cost a whole measurement."""
+    if templates and not Path(templates).is_dir():
+        raise GateInputError("is not a directory of templates", path=templates,
+                             fix="give a directory holding report.md.j2, report.html.j2 or junit.xml.j2")
+
+
 def _load(args):
     from gate.policy import load_policy, with_overrides
 
@@ -127,6 +131,7 @@ def _load(args):
 def cmd_check(args) -> int:
     from gate.pipeline import measure
 
+    _check_templates(args.templates)
     policy = _load(args)
     return _report(policy, measure(policy, show_progress=args.progress), args.out, args.templates)
 
@@ -148,6 +153,7 @@ def cmd_judge(args) -> int:
     from gate.merge import load_results
     from gate.policy import load_policy
 
+    _check_templates(args.templates)
     policy = load_policy(args.policy)
     return _report(policy, load_results(args.results), args.out, args.templates)
 

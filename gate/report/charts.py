@@ -7,9 +7,26 @@ never pays its import time.
 from __future__ import annotations
 
 import io
+from contextlib import contextmanager
 
 # Okabe-Ito: distinguishable with every common colour-vision deficiency
 BLUE, VERMILLION, GREY = "#0072B2", "#D55E00", "#999999"
+
+
+@contextmanager
+def _figure(width: float, height: float):
+    """A figure with deterministic SVG output (fixed ids, text kept as text), always closed."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    from matplotlib import pyplot as plt
+
+    with matplotlib.rc_context({"svg.hashsalt": "gate", "svg.fonttype": "none", "font.size": 9}):
+        fig, ax = plt.subplots(figsize=(width, height))
+        try:
+            yield fig, ax
+        finally:
+            plt.close(fig)
 
 
 def _short(text: str, length: int = 40) -> str:
@@ -22,36 +39,26 @@ def forest_svg(rows: list[dict], *, metric: str, confidence: float, higher_is_be
     rows: {label, delta, low, high}; intervals that exclude 0 on the harmful side
     are drawn in vermillion with a square marker (colour is never the only cue).
     """
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
-    from matplotlib import pyplot as plt
-
     rows = [r for r in rows if r.get("delta") is not None]
     if not rows:
         return ""
-    with matplotlib.rc_context({"svg.hashsalt": "gate", "svg.fonttype": "none", "font.size": 9}):
-        height = 0.9 + 0.28 * len(rows)
-        fig, ax = plt.subplots(figsize=(7.0, height))
-        try:
-            for i, row in enumerate(reversed(rows)):
-                low = row["low"] if row.get("low") is not None else row["delta"]
-                high = row["high"] if row.get("high") is not None else row["delta"]
-                harmful = high < 0 if higher_is_better else low > 0
-                colour, marker = (VERMILLION, "s") if harmful else (BLUE, "o")
-                ax.plot([low, high], [i, i], color=colour, linewidth=2)
-                ax.plot([row["delta"]], [i], marker=marker, color=colour, markersize=5)
-            ax.axvline(0.0, color=GREY, linewidth=1, linestyle="--")
-            ax.set_yticks(range(len(rows)))
-            ax.set_yticklabels([_short(r["label"]) for r in reversed(rows)])
-            ax.set_xlabel(f"{metric}: candidate − base, with {confidence:.0%} interval")
-            ax.grid(axis="x", color="#e0e0e0", linewidth=0.5)
-            fig.tight_layout()
-            description = "; ".join(f"{r['label']}: {r['delta']:+.4f} ({r.get('low')} to {r.get('high')})"
-                                    for r in rows)
-            return _figure_svg(fig, f"change of {metric} per subgroup", description)
-        finally:
-            plt.close(fig)
+    with _figure(7.0, 0.9 + 0.28 * len(rows)) as (fig, ax):
+        for i, row in enumerate(reversed(rows)):
+            low = row["low"] if row.get("low") is not None else row["delta"]
+            high = row["high"] if row.get("high") is not None else row["delta"]
+            harmful = high < 0 if higher_is_better else low > 0
+            colour, marker = (VERMILLION, "s") if harmful else (BLUE, "o")
+            ax.plot([low, high], [i, i], color=colour, linewidth=2)
+            ax.plot([row["delta"]], [i], marker=marker, color=colour, markersize=5)
+        ax.axvline(0.0, color=GREY, linewidth=1, linestyle="--")
+        ax.set_yticks(range(len(rows)))
+        ax.set_yticklabels([_short(r["label"]) for r in reversed(rows)])
+        ax.set_xlabel(f"{metric}: candidate − base, with {confidence:.0%} interval")
+        ax.grid(axis="x", color="#e0e0e0", linewidth=0.5)
+        fig.tight_layout()
+        description = "; ".join(f"{r['label']}: {r['delta']:+.4f} ({r.get('low')} to {r.get('high')})"
+                                for r in rows)
+        return _figure_svg(fig, f"change of {metric} per subgroup", description)
 
 
 def _figure_svg(fig, title: str, description: str) -> str:
@@ -73,11 +80,6 @@ def pareto_svg(points: list[dict], *, quality: str, higher_is_better: bool, cost
     points: {name, quality, cost, verdict ("base" | "pass" | "fail")}. The frontier
     joins the points no other point beats on both axes.
     """
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
-    from matplotlib import pyplot as plt
-
     points = [p for p in points if p.get("quality") is not None and p.get("cost") is not None]
     if len(points) < 2:
         return ""
@@ -88,27 +90,23 @@ def pareto_svg(points: list[dict], *, quality: str, higher_is_better: bool, cost
 
     frontier = sorted((p for p in points if not any(better(o, p) for o in points)), key=lambda p: p["cost"])
     style = {"base": ("black", "D"), "pass": (BLUE, "o"), "fail": (VERMILLION, "s")}
-    with matplotlib.rc_context({"svg.hashsalt": "gate", "svg.fonttype": "none", "font.size": 9}):
-        fig, ax = plt.subplots(figsize=(7.0, 4.2))
-        try:
-            ax.plot([p["cost"] for p in frontier], [p["quality"] for p in frontier], color=GREY,
-                    linestyle="--", linewidth=1, label="Pareto frontier")
-            for kind, label in (("base", "base"), ("pass", "passes"), ("fail", "fails")):
-                chosen = [p for p in points if p["verdict"] == kind]
-                if chosen:
-                    colour, marker = style[kind]
-                    ax.scatter([p["cost"] for p in chosen], [p["quality"] for p in chosen], color=colour,
-                               marker=marker, s=36, label=label, zorder=3)
-            for p in points:
-                ax.annotate(_short(p["name"], 28), (p["cost"], p["quality"]), textcoords="offset points",
-                            xytext=(5, 4), fontsize=8)
-            ax.set_xlabel(cost_label)
-            ax.set_ylabel(f"{quality} ({'higher' if higher_is_better else 'lower'} is better)")
-            ax.grid(color="#e0e0e0", linewidth=0.5)
-            ax.legend(loc="best", fontsize=8, frameon=False)
-            fig.tight_layout()
-            description = "; ".join(f"{p['name']}: {quality} {p['quality']:.4f}, {cost} {p['cost']:.4g}"
-                                    for p in points)
-            return _figure_svg(fig, f"{quality} against {cost}", description)
-        finally:
-            plt.close(fig)
+    with _figure(7.0, 4.2) as (fig, ax):
+        ax.plot([p["cost"] for p in frontier], [p["quality"] for p in frontier], color=GREY,
+                linestyle="--", linewidth=1, label="Pareto frontier")
+        for kind, label in (("base", "base"), ("pass", "passes"), ("fail", "fails")):
+            chosen = [p for p in points if p["verdict"] == kind]
+            if chosen:
+                colour, marker = style[kind]
+                ax.scatter([p["cost"] for p in chosen], [p["quality"] for p in chosen], color=colour,
+                           marker=marker, s=36, label=label, zorder=3)
+        for p in points:
+            ax.annotate(_short(p["name"], 28), (p["cost"], p["quality"]), textcoords="offset points",
+                        xytext=(5, 4), fontsize=8)
+        ax.set_xlabel(cost_label)
+        ax.set_ylabel(f"{quality} ({'higher' if higher_is_better else 'lower'} is better)")
+        ax.grid(color="#e0e0e0", linewidth=0.5)
+        ax.legend(loc="best", fontsize=8, frameon=False)
+        fig.tight_layout()
+        description = "; ".join(f"{p['name']}: {quality} {p['quality']:.4f}, {cost} {p['cost']:.4g}"
+                                for p in points)
+        return _figure_svg(fig, f"{quality} against {cost}", description)

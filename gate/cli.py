@@ -51,6 +51,10 @@ def build_parser() -> argparse.ArgumentParser:
                                          "judged elsewhere with `gate judge`.")
     _model_flags(measure)
     measure.add_argument("--out", default="results.json", metavar="FILE", help="results file (default: results.json)")
+    measure.add_argument("--target", metavar="NAME",
+                         help="measure speed, memory and energy only, with the settings of latency.targets.NAME, "
+                              "on this machine (run it on the device); `gate judge` merges the file with the "
+                              "quality results measured elsewhere")
 
     judge = sub.add_parser("judge", help="judge results.json file(s) against a policy and report",
                            description="Judge measurements written by `gate measure` (several files are merged "
@@ -140,12 +144,17 @@ def cmd_measure(args) -> int:
     from gate.pipeline import measure
 
     policy = _load(args)
-    measurements = measure(policy, show_progress=args.progress)
+    measurements = measure(policy, show_progress=args.progress, target=args.target)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"gate_results": measurements.to_dict()}, indent=2, default=str) + "\n",
                    encoding="utf-8")
-    print(f"measured {len(measurements.candidates)} candidate(s) on {measurements.n_samples:,} samples: {out}")
+    if args.target:
+        host = measurements.provenance.get("host", {}).get("hostname", "this machine")
+        print(f"measured speed and memory of {len(measurements.candidates)} candidate(s) on target "
+              f"{args.target!r} ({host}): {out}")
+    else:
+        print(f"measured {len(measurements.candidates)} candidate(s) on {measurements.n_samples:,} samples: {out}")
     return EXIT_PASS
 
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from gate.fmt import number
 from gate.measure import stats
-from gate.measure.registry import BOOTSTRAP, EXACT, FAIRNESS, PAIRED_PROPORTION, MetricSpec, get_metric
+from gate.measure.registry import BOOTSTRAP, EXACT, FAIRNESS, PAIRED_PROPORTION, TIMED, MetricSpec, get_metric
 from gate.measure.stats import samples_to_decide, samples_to_decide_from_interval
 from gate.measurements import CandidateMeasurements, Measurements, MetricResult
 from gate.policy import DROP_BOUNDS, Policy, Rule
@@ -195,10 +195,40 @@ def _finite_frame(f: Frame) -> bool:
     return not any(v is None or (isinstance(v, float) and math.isnan(v)) for v in (f.observed, f.low, f.high))
 
 
+def _not_here(rule: Rule, m: MetricResult) -> RuleResult:
+    """A metric this machine cannot measure (energy without RAPL): a warning, never a made-up number."""
+    return RuleResult(rule=rule.text, index=rule.index, metric=rule.metric, bound_kind=rule.bound_kind,
+                      threshold=rule.bound, severity=rule.severity, status=WARN, blocking=False, observed=None,
+                      interval=None, base=None, candidate=None, bound_text="",
+                      reason=f"{rule.metric} is unavailable where it was measured: {m.unavailable}; not judged",
+                      n=m.n)
+
+
+def _too_few_runs(rule: Rule, m: MetricResult, inconclusive: str) -> RuleResult:
+    """A timed metric with fewer runs than it needs is claimed neither way."""
+    runs = m.evidence["insufficient_runs"]
+    status, blocking = _status(INCONCLUSIVE, rule, inconclusive)
+    what = "its percentile (MLPerf's binomial minimum, and a finite upper bound)" \
+        if rule.metric.startswith("latency_p") else "an interval"
+    return RuleResult(rule=rule.text, index=rule.index, metric=rule.metric, bound_kind=rule.bound_kind,
+                      threshold=rule.bound, severity=rule.severity, status=status, blocking=blocking,
+                      observed=m.candidate, interval=None, base=m.base, candidate=m.candidate, bound_text="",
+                      reason=f"{rule.metric} needs at least {runs['needed']:,} timed runs for {what} to be "
+                             f"claimed, and {runs['runs']:,} were measured; raise latency.min_runs (or max_time_s)",
+                      samples_needed=runs["needed"], n=m.n)
+
+
 def evaluate(rule: Rule, m: MetricResult | None, *, confidence: float, inconclusive: str) -> RuleResult:
     """One rule against one measured metric over all samples."""
     spec = get_metric(rule.metric)
     name = rule.metric
+    evidence = (m.evidence or {}) if m is not None else {}
+    if m is not None and m.unavailable and evidence.get("not_on_this_machine"):
+        return _not_here(rule, m)
+    if m is not None and not m.unavailable and evidence.get("insufficient_runs"):
+        return _too_few_runs(rule, m, inconclusive)
+    # timed metrics may carry wider intervals than the policy's level (re-measured: see measure/speed.py)
+    confidence = evidence.get("interval_confidence", confidence)
     problem = _unjudgeable(rule, m, spec.method, name)
     f = problem or _frame(rule, m, label=name)
     if isinstance(f, str):
@@ -214,13 +244,15 @@ def evaluate(rule: Rule, m: MetricResult | None, *, confidence: float, inconclus
     return RuleResult(rule=rule.text, index=rule.index, metric=name, bound_kind=rule.bound_kind,
                       threshold=rule.bound, severity=rule.severity, status=status, blocking=blocking,
                       observed=f.observed, interval=[f.low, f.high], base=m.base, candidate=m.candidate,
-                      bound_text=f.bound_text, reason=_reason(f, decision, confidence, name, samples, m.n),
+                      bound_text=f.bound_text, reason=_reason(f, decision, confidence, name, samples, m.n,
+                                                              unit="timed runs" if spec.method == TIMED else "samples"),
                       samples_needed=samples, n=m.n)
 
 
 def _reason(f: Frame, decision: str, confidence: float, metric: str, samples: int | None, n: int,
-            corrected: str = "") -> str:
-    shown_iv = f"{confidence:.0%} CI {fmt(metric, f.low, f.margin)} to {fmt(metric, f.high, f.margin)}" \
+            corrected: str = "", unit: str = "samples") -> str:
+    level = f"{confidence:.0%}" if round(confidence, 2) == round(confidence, 4) else f"{confidence:.2%}"
+    shown_iv = f"{level} CI {fmt(metric, f.low, f.margin)} to {fmt(metric, f.high, f.margin)}" \
         if f.low != f.high else "exact"
     side = "at most" if f.upper else "at least"
     if decision == PASS:
@@ -229,7 +261,7 @@ def _reason(f: Frame, decision: str, confidence: float, metric: str, samples: in
     if decision == FAIL:
         return f"{f.what} is {fmt(metric, f.observed, f.margin)} ({shown_iv}), beyond the bound: {side} " \
                f"{fmt(metric, f.margin)}{corrected}"
-    advice = f"; about {samples:,} samples would decide it (measured on {n:,})" if samples else \
+    advice = f"; about {samples:,} {unit} would decide it (measured on {n:,})" if samples else \
         "; it sits on the bound, more samples will not decide it"
     return f"{f.what} is {fmt(metric, f.observed)} but its {shown_iv} straddles the bound " \
            f"{fmt(metric, f.margin)}{corrected}{advice}"
@@ -375,11 +407,21 @@ def judge_candidate(policy: Policy, cand: CandidateMeasurements, *, confidence: 
         return CandidateVerdict(name=cand.name, verdict=FAIL, rules=rules, error=cand.error)
     results = [evaluate_grouped(rule, cand, confidence=confidence, inconclusive=policy.inconclusive,
                                 correction=policy.correction, small_groups=policy.small_groups)
-               if rule.grouped else
+               if rule.grouped else _on_target(rule, cand, confidence=confidence, inconclusive=policy.inconclusive)
+               if rule.target else
                evaluate(rule, cand.metrics.get(rule.metric), confidence=confidence, inconclusive=policy.inconclusive)
                for rule in policy.rules]
     verdict = FAIL if any(r.blocking for r in results) else PASS
     return CandidateVerdict(name=cand.name, verdict=verdict, rules=tuple(results))
+
+
+def _on_target(rule: Rule, cand: CandidateMeasurements, *, confidence: float, inconclusive: str) -> RuleResult:
+    measured = cand.targets.get(rule.target)
+    if measured is None:
+        return _error(rule, f"{rule.metric} on target '{rule.target}' was not measured: run `gate measure "
+                            f"--target {rule.target} --out {rule.target}.json` on that device and pass its results "
+                            "file to `gate judge` with the others", None)
+    return evaluate(rule, measured.metrics.get(rule.metric), confidence=confidence, inconclusive=inconclusive)
 
 
 def judge(policy: Policy, measurements: Measurements) -> Verdict:

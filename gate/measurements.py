@@ -2,6 +2,9 @@
 
 Format history of results.json (`format`):
   1 - first version: base, candidates[metrics, groupings], data, provenance.
+      Later additions with defaults (format 1 files without them still read):
+      model footprint (weights by dtype, sparsity, MACs); candidates[speed, targets];
+      provenance.target (a `gate measure --target` file).
 """
 
 from __future__ import annotations
@@ -53,6 +56,8 @@ class ModelInfo:
     parameters: int | None = None
     output: str | None = None
     output_kind: str | None = None
+    # stored weights: parameters_by_dtype, bytes_by_dtype, nonzero_parameters, sparsity, macs, ...
+    footprint: dict | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -105,6 +110,24 @@ class GroupingResult:
 
 
 @dataclass(frozen=True, kw_only=True)
+class TargetResult:
+    """Speed and memory of one candidate measured on a named target (`gate measure --target NAME`)."""
+    name: str
+    host: dict
+    metrics: dict[str, MetricResult] = field(default_factory=dict)
+    speed: dict | None = None  # settings, run-time summaries, op profile, memory, notes (see speed.py)
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "host": self.host, "metrics": {k: v.to_dict() for k, v in self.metrics.items()},
+                "speed": self.speed}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TargetResult:
+        return cls(name=d["name"], host=d.get("host") or {}, metrics=_metrics(d.get("metrics", {})),
+                   speed=d.get("speed"))
+
+
+@dataclass(frozen=True, kw_only=True)
 class CandidateMeasurements:
     info: ModelInfo
     metrics: dict[str, MetricResult] = field(default_factory=dict)
@@ -112,6 +135,8 @@ class CandidateMeasurements:
     change_matrix: dict | None = None  # {classes, counts[base][candidate]}
     error: str | None = None  # this candidate could not be measured; the others still are
     error_kind: str | None = None  # "input" (a user mistake: exit 2) or "crash"
+    speed: dict | None = None  # details of the speed run on this machine (metrics are in `metrics`)
+    targets: dict[str, TargetResult] = field(default_factory=dict)  # measured on named targets
 
     @property
     def name(self) -> str:
@@ -120,13 +145,16 @@ class CandidateMeasurements:
     def to_dict(self) -> dict:
         return {"info": self.info.to_dict(), "metrics": {k: v.to_dict() for k, v in self.metrics.items()},
                 "groupings": [g.to_dict() for g in self.groupings],
-                "change_matrix": self.change_matrix, "error": self.error, "error_kind": self.error_kind}
+                "change_matrix": self.change_matrix, "error": self.error, "error_kind": self.error_kind,
+                "speed": self.speed, "targets": {k: v.to_dict() for k, v in self.targets.items()}}
 
     @classmethod
     def from_dict(cls, d: dict) -> CandidateMeasurements:
         return cls(info=ModelInfo(**d["info"]), metrics=_metrics(d["metrics"]),
                    groupings=tuple(GroupingResult.from_dict(g) for g in d.get("groupings", [])),
-                   change_matrix=d.get("change_matrix"), error=d.get("error"), error_kind=d.get("error_kind"))
+                   change_matrix=d.get("change_matrix"), error=d.get("error"), error_kind=d.get("error_kind"),
+                   speed=d.get("speed"),
+                   targets={k: TargetResult.from_dict(v) for k, v in (d.get("targets") or {}).items()})
 
 
 @dataclass(frozen=True, kw_only=True)

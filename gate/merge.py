@@ -39,7 +39,15 @@ _SAME = (("base model", lambda m: m.base.sha256), ("data", lambda m: m.data.get(
          ("task", lambda m: m.task), ("confidence", lambda m: m.confidence), ("seed", lambda m: m.seed))
 
 
+def _target(m: Measurements) -> str | None:
+    """The target name of a `gate measure --target` file, None for a quality file."""
+    target = (m.provenance or {}).get("target")
+    return target.get("name") if isinstance(target, dict) else None
+
+
 def load_results(paths: list[Path]) -> Measurements:
+    """Quality files are merged side by side (distinct candidates); target files (`gate measure --target`)
+    add their speed and memory to the candidates of the same name, which must be the same model files."""
     parts = [_read(p) for p in paths]
     first = parts[0]
     for path, part in zip(paths[1:], parts[1:]):
@@ -48,12 +56,43 @@ def load_results(paths: list[Path]) -> Measurements:
                 raise GateInputError(f"was measured with another {what} than {paths[0]} "
                                      f"({key(part)} vs {key(first)})", path=path,
                                      fix="judge together only results measured on the same base, data and settings")
+    quality = [(p, m) for p, m in zip(paths, parts) if _target(m) is None]
+    targeted = [(p, m) for p, m in zip(paths, parts) if _target(m) is not None]
+    if not quality:  # target files alone: the first one gives the candidates
+        quality, targeted = targeted[:1], targeted[1:]
     candidates, seen = [], {}
-    for path, part in zip(paths, parts):
+    for path, part in quality:
         for cand in part.candidates:
             if cand.name in seen:
                 raise GateInputError(f"has the candidate {cand.name!r}, which {seen[cand.name]} has too", path=path,
                                      fix="give each candidate a distinct name when measuring")
             seen[cand.name] = path
             candidates.append(cand)
-    return replace(first, candidates=tuple(candidates))
+    measured_on = {}
+    for path, part in quality:
+        if _target(part):
+            measured_on[_target(part)] = {"path": str(path), "host": part.provenance.get("host")}
+    for path, part in targeted:
+        name = _target(part)
+        index = {c.name: i for i, c in enumerate(candidates)}
+        for cand in part.candidates:
+            if cand.error:
+                continue  # not measured there: a rule on that target says so
+            if cand.name not in index:
+                raise GateInputError(f"has {name!r} results for the candidate {cand.name!r}, which no quality "
+                                     f"results file has ({', '.join(index) or 'none'})", path=path,
+                                     fix="measure the same candidates, under the same names, on every machine")
+            existing = candidates[index[cand.name]]
+            if existing.info.sha256 != cand.info.sha256:
+                raise GateInputError(f"measured another file as the candidate {cand.name!r} on {name!r} than "
+                                     f"{seen[cand.name]} (sha256 {str(cand.info.sha256)[:12]} vs "
+                                     f"{str(existing.info.sha256)[:12]})", path=path,
+                                     fix="measure the same candidate files on the device and for quality")
+            if name in existing.targets:
+                raise GateInputError(f"has {name!r} results for {cand.name!r}, which another file has too",
+                                     path=path, fix="pass one results file per target")
+            candidates[index[cand.name]] = replace(existing, targets={**existing.targets, **cand.targets})
+        measured_on[name] = {"path": str(path), "host": part.provenance.get("host")}
+    base = quality[0][1]
+    provenance = dict(base.provenance, targets=measured_on) if measured_on else base.provenance
+    return replace(base, candidates=tuple(candidates), provenance=provenance)

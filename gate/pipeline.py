@@ -11,12 +11,12 @@ from gate.data import Dataset, load_dataset
 from gate.errors import GateInputError
 from gate.files import sha256_of
 from gate.measure.compare import compare, footprint, is_footprint
-from gate.measure.footprint import onnx_footprint
+from gate.measure.footprint import footprint_result, model_facts
 from gate.measure.quality import function_for
 from gate.measure import groups
 from gate.measure.agreement import change_matrix
-from gate.measure.registry import FAIRNESS, get_metric
-from gate.measurements import CandidateMeasurements, Measurements, MetricResult, ModelInfo
+from gate.measure.registry import FAIRNESS, MEMORY, SPEED, get_metric
+from gate.measurements import CandidateMeasurements, Measurements, MetricResult, ModelInfo, TargetResult
 from gate.models import open_runner
 from gate.policy import ModelRef, Policy, require_runnable
 from gate.predictions import AgreementCollector, Collector
@@ -26,9 +26,12 @@ DEFAULT_METRICS = {
     "classification": ["accuracy", "balanced_accuracy", "f1_macro", "f1_weighted", "precision_macro",
                        "recall_macro", "top_5_accuracy", "log_loss", "flip_rate", "negative_flip_rate",
                        "positive_flip_rate", "kl_divergence", "max_abs_diff", "cosine_similarity",
-                       "model_size_mb", "parameters"],
-    "regression": ["mae", "rmse", "r2", "max_abs_diff", "cosine_similarity", "model_size_mb", "parameters"],
+                       "model_size_mb", "parameters", "nonzero_parameters", "sparsity", "macs"],
+    "regression": ["mae", "rmse", "r2", "max_abs_diff", "cosine_similarity", "model_size_mb", "parameters",
+                   "nonzero_parameters", "sparsity", "macs"],
 }
+# measured by compare.footprint; the other footprint metrics by footprint.footprint_result
+_FILE_SIZE_METRICS = ("model_size_mb", "parameters")
 
 
 def metrics_to_measure(policy: Policy) -> tuple[list[str], set[str]]:
@@ -40,11 +43,57 @@ def metrics_to_measure(policy: Policy) -> tuple[list[str], set[str]]:
 
 
 def _model_info(ref: ModelRef, runner=None) -> ModelInfo:
-    files, parameters = onnx_footprint(ref.path) if ref.path.suffix.lower() == ".onnx" else \
-        ([{"path": str(ref.path), "size_bytes": ref.path.stat().st_size}], None)
+    own = getattr(runner, "footprint", None)  # a backend other than ONNX (torch) counts its loaded weights
+    if own is not None:
+        files, parameters, facts = own()
+    else:
+        files, parameters, facts = model_facts(ref.path) if ref.path.suffix.lower() == ".onnx" else \
+            ([{"path": str(ref.path), "size_bytes": ref.path.stat().st_size}], None, None)
     return ModelInfo(name=ref.name, path=str(ref.path), sha256=sha256_of(ref.path),
                      size_bytes=sum(f["size_bytes"] for f in files), files=files, parameters=parameters,
-                     output=getattr(runner, "output", None))
+                     output=getattr(runner, "output", None), footprint=facts)
+
+
+def _device_rules(policy: Policy, target: str | None) -> list:
+    """The rules on speed and memory judged from a run on this machine (untargeted, or on `target`)."""
+    return [r for r in policy.rules if get_metric(r.metric) is not None and get_metric(r.metric).device
+            and r.target == target]
+
+
+def _device_run(policy: Policy, target: str | None, base_runner, runners: dict, *, everything: bool = False):
+    """Speed, memory and energy on this machine, as far as the rules (or a target run: everything) ask."""
+    from gate.judge import INCONCLUSIVE, evaluate
+    from gate.measure.speed import measure_on_this_machine, settings_for
+
+    rules = _device_rules(policy, target)
+    wanted = {r.metric for r in rules}
+    timed = everything or any(get_metric(m).kind == SPEED for m in wanted)
+    memory = everything or "peak_memory_mb" in wanted
+    energy = everything or "energy_per_inference_mj" in wanted
+    if not (timed or memory or energy) or not runners:
+        return None
+    decided_by_timing = [r for r in rules if r.metric != "energy_per_inference_mj" and get_metric(r.metric).kind == SPEED]
+
+    def settled(metrics: dict[str, dict[str, MetricResult]]) -> bool:
+        # the judge's own decision on the numbers so far: the only way thresholds reach a measurement
+        return not any(evaluate(rule, cand.get(rule.metric), confidence=policy.confidence,
+                                inconclusive=policy.inconclusive).status == INCONCLUSIVE
+                       for cand in metrics.values() for rule in decided_by_timing)
+
+    models = [(policy.base.name, base_runner.path, base_runner)] + \
+        [(name, runner.path, runner) for name, runner in runners.items()]
+    from gate.models.onnx import OnnxRunner
+
+    for _, path, runner in models:
+        if not isinstance(runner, OnnxRunner):
+            # the timing and memory workers drive onnxruntime sessions; a torch model would be timed wrongly
+            raise GateInputError("is not an ONNX model, and this version measures latency and memory of ONNX "
+                                 "models only", path=path,
+                                 fix="export it to ONNX for the speed rules, or judge speed in a separate policy "
+                                     "of ONNX models")
+    return measure_on_this_machine(models, settings_for(policy.latency, target), confidence=policy.confidence,
+                                   timed=timed, memory=memory, energy=energy,
+                                   settled=settled if decided_by_timing else None, host=provenance.host())
 
 
 def _open(ref: ModelRef, policy: Policy, dataset: Dataset):
@@ -53,7 +102,11 @@ def _open(ref: ModelRef, policy: Policy, dataset: Dataset):
     return runner, _model_info(ref, runner)
 
 
-def measure(policy: Policy, *, show_progress: bool | None = None) -> Measurements:
+def measure(policy: Policy, *, show_progress: bool | None = None, target: str | None = None) -> Measurements:
+    """Quality, agreement and footprint of every candidate, and speed and memory when a rule asks for them.
+    With a target: speed, memory and energy only, with that target's settings (`gate measure --target`)."""
+    if target is not None:
+        return measure_target(policy, target)
     require_runnable(policy)
     started = provenance.now()
     dataset = load_dataset(policy.data, max_mb=policy.max_file_mb)
@@ -120,12 +173,14 @@ def measure(policy: Policy, *, show_progress: bool | None = None) -> Measurement
     measured = {}
     for name in runners:
         cand_pred, agreement = cols[name].result(), agreements[name].result()
-        info = replace(infos[name], output_kind=cand_pred.kind)
+        info = replace(infos[name], output_kind=cand_pred.kind, footprint=_against_base(infos[name], base_info))
         metrics: dict[str, MetricResult] = {}
         for metric in names:
-            if get_metric(metric) is None or get_metric(metric).kind == FAIRNESS:
-                continue
-            if is_footprint(metric):
+            if get_metric(metric) is None or get_metric(metric).kind in (FAIRNESS, SPEED, MEMORY):
+                continue  # speed and memory come from the device run below
+            if is_footprint(metric) and metric not in _FILE_SIZE_METRICS:
+                result = footprint_result(metric, base_info, info, n)
+            elif is_footprint(metric):
                 result = footprint(metric, base_info, info, n)
             else:
                 result = compare(metric, base=base_pred, cand=cand_pred, agreement=agreement, y=y,
@@ -151,6 +206,13 @@ def measure(policy: Policy, *, show_progress: bool | None = None) -> Measurement
             if np.isfinite(value):
                 base_metrics[metric] = value
     base_metrics["model_size_mb"] = base_info.size_bytes / 1e6
+    base_metrics.update(_footprint_values(base_info))
+    device = _device_run(policy, None, base_runner, {name: runners[name] for name in measured})
+    if device is not None:
+        for name, cand in list(measured.items()):
+            measured[name] = replace(cand, metrics={**cand.metrics, **device.metrics[name]},
+                                     speed=device.details[name])
+        base_metrics.update(device.base_metrics)
     candidates = tuple(measured.get(ref.name) or failed[ref.name] for ref in policy.candidates)
     return Measurements(
         task=policy.task, n_samples=n, confidence=policy.confidence, seed=policy.seed, bootstrap=policy.bootstrap,
@@ -160,4 +222,68 @@ def measure(policy: Policy, *, show_progress: bool | None = None) -> Measurement
         provenance={"versions": provenance.versions(), "host": provenance.host(), "ci": provenance.ci(),
                     "started": started, "finished": provenance.now(), "command": provenance.command(),
                     "policy": {"path": policy.source, "sha256": policy.sha256}},
+    )
+
+
+def _against_base(info: ModelInfo, base: ModelInfo) -> dict | None:
+    """The candidate's footprint facts plus its compression ratio (base file size / its file size)."""
+    if info.footprint is None:
+        return None
+    ratio = base.size_bytes / info.size_bytes if base.size_bytes and info.size_bytes else None
+    return {**info.footprint, "compression_ratio": ratio}
+
+
+def _footprint_values(info: ModelInfo) -> dict[str, float]:
+    facts = info.footprint or {}
+    out = {"parameters": info.parameters} if info.parameters is not None else {}
+    out.update({k: facts[k] for k in ("nonzero_parameters", "sparsity", "macs") if facts.get(k) is not None})
+    return out
+
+
+def measure_target(policy: Policy, target: str) -> Measurements:
+    """`gate measure --target NAME`: speed, memory and energy of base and candidates on this machine with the
+    target's settings; quality is measured elsewhere and merged by `gate judge`."""
+    import difflib
+
+    targets = (policy.latency or {}).get("targets") or {}
+    if target not in targets:
+        hint = difflib.get_close_matches(target, list(targets), n=1)
+        fix = f"did you mean '{hint[0]}'?" if hint else \
+            (f"use one of: {', '.join(targets)}" if targets else
+             f"define it in the policy: latency: {{targets: {{{target}: {{threads: 1, batch_size: 1}}}}}}")
+        raise GateInputError(f"defines no latency target named {target!r}", path=policy.source, fix=fix)
+    require_runnable(policy)
+    started = provenance.now()
+    dataset = load_dataset(policy.data, max_mb=policy.max_file_mb)
+    base_runner, base_info = _open(policy.base, policy, dataset)
+    failed: dict[str, CandidateMeasurements] = {}
+    runners, infos = {}, {}
+    for ref in policy.candidates:
+        try:
+            runners[ref.name], infos[ref.name] = _open(ref, policy, dataset)
+        except GateInputError as exc:
+            failed[ref.name] = CandidateMeasurements(info=ModelInfo(name=ref.name, path=str(ref.path)),
+                                                     error=exc.render(), error_kind="input")
+    host = provenance.host()
+    device = _device_run(policy, target, base_runner, runners, everything=True)
+    candidates = []
+    for ref in policy.candidates:
+        if ref.name in failed:
+            candidates.append(failed[ref.name])
+            continue
+        result = TargetResult(name=target, host=host, metrics=device.metrics[ref.name],
+                              speed=device.details[ref.name])
+        info = replace(infos[ref.name], footprint=_against_base(infos[ref.name], base_info))
+        candidates.append(CandidateMeasurements(info=info, targets={target: result}))
+    base_metrics = {"model_size_mb": base_info.size_bytes / 1e6, **_footprint_values(base_info)}
+    return Measurements(
+        task=policy.task, n_samples=dataset.n, confidence=policy.confidence, seed=policy.seed,
+        bootstrap=policy.bootstrap, base=base_info, base_metrics=base_metrics, candidates=tuple(candidates),
+        data={"path": str(dataset.path), "sha256": dataset.sha256, "size_bytes": dataset.size_bytes,
+              "labels": dataset.labels_key, "n_samples": dataset.n},
+        provenance={"versions": provenance.versions(), "host": host, "ci": provenance.ci(),
+                    "started": started, "finished": provenance.now(), "command": provenance.command(),
+                    "policy": {"path": policy.source, "sha256": policy.sha256},
+                    "target": {"name": target, "host": host,
+                               "base_metrics": device.base_metrics if device else {}}},
     )

@@ -12,7 +12,7 @@ from typing import Any
 import yaml
 
 from gate.errors import GateInputError
-from gate.measure.registry import AGREEMENT, FAIRNESS, FOOTPRINT, QUALITY, SPEED, get_metric, known_names
+from gate.measure.registry import FAIRNESS, FOOTPRINT, MEMORY, QUALITY, SPEED, get_metric, known_names
 from gate.resources import policies_dir
 from gate.schema import AnyOf, DictOf, ListOf, Num, Obj, Problem, Str, where
 
@@ -24,9 +24,11 @@ BOUNDS = ABSOLUTE_BOUNDS + DROP_BOUNDS + INCREASE_BOUNDS
 _MODEL = AnyOf((
     Str(description="path to the model file, relative to the policy file"),
     Obj({"path": Str(description="path to the model file"),
-         "output": Str(description="name of the model output to judge, when it has several")},
+         "output": Str(description="name of the model output to judge, when it has several"),
+         "factory": Str(description="for .safetensors weights: package.module:function that builds the "
+                        "torch model, imported from the policy file's directory (trusted repository code)")},
         required=("path",)),
-), description="a model: a path, or {path, output}")
+), description="a model: a path, or {path, output, factory}")
 
 _COLUMNS = AnyOf((Str(), ListOf(Str(), min_items=1)),
                  description="a data key or column, or a list of columns")
@@ -47,6 +49,21 @@ _RULE_FIELDS: dict = {
                  "subgroup's value, or the best-minus-worst gap"),
     "min_samples": Num(minimum=1, integer=True, description="subgroups smaller than this are reported as too "
                        "small to judge (default 30)"),
+    "target": Str(description="speed and memory metrics: judge the numbers measured on this latency.targets "
+                  "entry (`gate measure --target NAME` on that device)"),
+}
+
+_LATENCY_FIELDS: dict = {
+    "batch_size": Num(minimum=1, integer=True, description="samples per timed inference call (default 1)"),
+    "threads": Num(minimum=1, integer=True, description="intra-op threads (default 1); never more than the CPUs "
+                   "the process may use"),
+    "warmup": Num(minimum=0, integer=True, description="untimed calls per model before timing (default 20)"),
+    "min_runs": Num(minimum=1, integer=True, description="timed calls per model before the first look "
+                    "(default 100)"),
+    "min_time_s": Num(minimum=0, description="seconds of timed calls before the first look (default 1)"),
+    "max_time_s": Num(minimum=0, description="cap on the timed calls, in seconds; a borderline result is "
+                      "measured again until then (default 10)"),
+    "provider": Str(description="onnxruntime execution provider (default CPUExecutionProvider)"),
 }
 
 SCHEMA = Obj(
@@ -73,8 +90,12 @@ SCHEMA = Obj(
         "small_groups": Str(enum=("warn", "fail"), description="what a subgroup below min_samples does "
                             "(default warn)"),
         "max_file_mb": Num(exclusive_minimum=0, description="refuse model and data files larger than this, before loading (default 4096)"),
-        "latency": Obj({k: Num(minimum=0) for k in ("batch_size", "threads", "warmup", "min_runs", "min_time_s", "max_time_s")},
-                       description="latency settings (latency metrics arrive with a later version)"),
+        "latency": Obj({**_LATENCY_FIELDS,
+                        "targets": DictOf(Obj(dict(_LATENCY_FIELDS), description="a device profile: settings "
+                                              "over the latency block's"),
+                                          description="named device profiles, measured with `gate measure "
+                                                      "--target NAME` on that device")},
+                       description="how speed and memory are measured (only when a rule asks for them)"),
         "rules": ListOf(Obj(_RULE_FIELDS, required=("metric",)), min_items=1, description="the rules every candidate must meet"),
     },
     required=("version", "rules"),
@@ -94,6 +115,8 @@ class ModelRef:
     name: str
     path: Path
     output: str | None = None
+    factory: str | None = None  # package.module:function for .safetensors weights
+    factory_root: Path | None = None  # the policy file's directory, where the factory is imported from
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -116,6 +139,7 @@ class Rule:
     per: str | None = None  # "group" | "class"
     scope: str = "each"  # "each" | "worst_group" | "gap"
     min_samples: int = 30
+    target: str | None = None  # a latency.targets name: judged on what was measured there
 
     @property
     def text(self) -> str:
@@ -123,7 +147,8 @@ class Rule:
             return self.label
         what = f"{self.metric} {self.scope}" if self.scope != "each" else self.metric
         where = f" per {self.per}" if self.per else ""
-        return f"{what} {self.bound_kind} {self.bound:g}{where}"
+        on = f" on {self.target}" if self.target else ""
+        return f"{what} {self.bound_kind} {self.bound:g}{where}{on}"
 
     @property
     def grouped(self) -> bool:
@@ -205,7 +230,7 @@ def _group_problems(raw: dict, spec, bound: str, path: tuple, has_groups: bool |
             problems.append(Problem(path + ("scope",), f"'{name}' is already a difference between subgroups; drop scope."))
     elif scope and not per:
         problems.append(Problem(path + ("scope",), "needs per: group or per: class to say which subgroups."))
-    if (per or spec.kind == FAIRNESS) and spec.kind in (FOOTPRINT, SPEED):
+    if (per or spec.kind == FAIRNESS) and spec.kind in (FOOTPRINT, SPEED, MEMORY):
         problems.append(Problem(path + ("per",), f"'{name}' is a property of the model, not of a subgroup; drop per."))
     if scope == "gap":
         if spec.kind != QUALITY:
@@ -221,7 +246,43 @@ def _group_problems(raw: dict, spec, bound: str, path: tuple, has_groups: bool |
     return problems
 
 
-def _rule_problems(raw: dict, i: int, task: str, has_groups: bool | None = None) -> list[Problem]:
+def _target_problems(raw: dict, spec, path: tuple, targets: dict) -> list[Problem]:
+    target, name = raw.get("target"), raw.get("metric")
+    if target is None or not isinstance(target, str):
+        return []
+    if not spec.device:
+        return [Problem(path + ("target",), f"'{name}' does not depend on the device it runs on; drop target "
+                        "(only speed and memory metrics are measured per target).")]
+    if target not in targets:
+        hint = difflib.get_close_matches(target, list(targets), n=1)
+        if hint:
+            extra = f" Did you mean '{hint[0]}'?"
+        elif targets:
+            extra = f" Defined: {', '.join(targets)}."
+        else:
+            extra = f" Define it under latency: targets: {{{target}: {{threads: 1}}}}."
+        return [Problem(path + ("target",), f"names the target '{target}', which latency.targets does not "
+                        f"define.{extra}")]
+    return []
+
+
+def _latency_problems(latency: Any) -> list[Problem]:
+    """max_time_s caps the timed loop, so it cannot be below min_time_s (a target inherits both)."""
+    if not isinstance(latency, dict):
+        return []
+    problems = []
+    targets = latency.get("targets") if isinstance(latency.get("targets"), dict) else {}
+    for where, values in [(("latency",), latency)] + [(("latency", "targets", k), {**latency, **v})
+                                                       for k, v in targets.items() if isinstance(v, dict)]:
+        lo, hi = values.get("min_time_s", 1.0), values.get("max_time_s", 10.0)
+        if isinstance(lo, (int, float)) and isinstance(hi, (int, float)) and hi < lo:
+            problems.append(Problem(where + ("max_time_s",), f"({hi:g}) is below min_time_s ({lo:g}); it caps "
+                                    "the timed calls, so raise it or lower min_time_s."))
+    return problems
+
+
+def _rule_problems(raw: dict, i: int, task: str, has_groups: bool | None = None,
+                   targets: dict | None = None) -> list[Problem]:
     path = ("rules", i)
     problems = []
     name = raw.get("metric")
@@ -238,10 +299,11 @@ def _rule_problems(raw: dict, i: int, task: str, has_groups: bool | None = None)
         return problems
     bound = bounds[0]
     problems.extend(_group_problems(raw, spec, bound, path, has_groups))
+    problems.extend(_target_problems(raw, spec, path, targets or {}))
     if raw.get("scope") == "gap":
         return problems  # a gap is always lower-is-better, whatever the metric
     if bound not in ABSOLUTE_BOUNDS:
-        if spec.kind == AGREEMENT:
+        if not spec.against_base:
             problems.append(Problem(path + (bound,), f"'{name}' already compares the candidate with the base; use min or max."))
         elif bound in DROP_BOUNDS and not spec.higher_is_better:
             problems.append(Problem(path + (bound,), f"'{name}' is lower-is-better, so a regression is an increase; use "
@@ -260,7 +322,8 @@ def _model(value: Any, name: str, root: Path) -> ModelRef | None:
         return None
     if isinstance(value, str):
         return ModelRef(name=name, path=(root / value))
-    return ModelRef(name=name, path=root / value["path"], output=value.get("output"))
+    return ModelRef(name=name, path=root / value["path"], output=value.get("output"), factory=value.get("factory"),
+                    factory_root=root if value.get("factory") else None)
 
 
 def parse_policy(text: str, source: str, root: Path) -> Policy:
@@ -283,9 +346,13 @@ def parse_policy(text: str, source: str, root: Path) -> Policy:
         data = raw.get("data")
         # unknown when the data comes from --data alone: checked again when measuring
         has_groups = bool(data.get("groups")) if isinstance(data, dict) else None
+        latency = raw.get("latency") if isinstance(raw.get("latency"), dict) else {}
+        targets = latency.get("targets") if isinstance(latency.get("targets"), dict) else {}
         for i, rule in enumerate(raw["rules"]):
             if isinstance(rule, dict):
-                problems.extend(_rule_problems(rule, i, task, has_groups))
+                problems.extend(_rule_problems(rule, i, task, has_groups, targets))
+    if isinstance(raw, dict):
+        problems.extend(_latency_problems(raw.get("latency")))
     _raise(problems, source, lines)
 
     rules = []
@@ -294,7 +361,8 @@ def parse_policy(text: str, source: str, root: Path) -> Policy:
         rules.append(Rule(index=i + 1, line=_line_of(lines, ("rules", i)), metric=r["metric"],
                           bound_kind=bound_kind, bound=float(r[bound_kind]),
                           severity=r.get("severity", "fail"), label=r.get("name"), per=r.get("per"),
-                          scope=r.get("scope", "each"), min_samples=r.get("min_samples", 30)))
+                          scope=r.get("scope", "each"), min_samples=r.get("min_samples", 30),
+                          target=r.get("target")))
     data = checked.get("data")
     data_spec = None
     if data:

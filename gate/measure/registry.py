@@ -20,6 +20,7 @@ AGREEMENT = "agreement"
 FOOTPRINT = "footprint"
 SPEED = "speed"
 FAIRNESS = "fairness"  # a property of a grouping (data.groups), not of one group
+MEMORY = "memory"  # measured in a subprocess per model
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -34,11 +35,17 @@ class MetricSpec:
     unit: str = ""
     description: str = ""
     measured: bool = True  # False: known name, not measured by this version
+    relative: bool = False  # already a ratio to the base (speedup, compression_ratio)
 
     @property
     def against_base(self) -> bool:
-        """Agreement metrics already compare with the base: only absolute bounds fit."""
-        return self.kind not in (AGREEMENT,)
+        """Agreement metrics and ratios already compare with the base: only absolute bounds fit."""
+        return self.kind not in (AGREEMENT,) and not self.relative
+
+    @property
+    def device(self) -> bool:
+        """Measured by running the model on a machine (depends on where: a rule may name a target)."""
+        return self.kind in (SPEED, MEMORY)
 
 
 CLS = ("classification",)
@@ -99,18 +106,48 @@ _SPECS = [
                method=EXACT, description="number of stored weight values (initializer elements)"),
 ]
 
-# Known names from DESIGN.md that this version does not measure yet: a rule on
-# them is an explicit `error`, never a silent pass.
-_NOT_YET = ["latency_p50_ms", "latency_p90_ms", "latency_p95_ms", "latency_p99_ms",
-            "latency_mean_ms", "throughput", "speedup", "peak_memory_mb",
-            "compression_ratio", "sparsity", "nonzero_parameters",
-            "energy_per_inference_mj"]
-_LOWER_BETTER_SPEED = {"throughput": False, "speedup": False, "compression_ratio": False,
-                       "sparsity": False}
-for _name in _NOT_YET:
-    _SPECS.append(MetricSpec(name=_name, higher_is_better=not _LOWER_BETTER_SPEED.get(_name, True),
-                             kind=SPEED, tasks=BOTH, method=EXACT, measured=False,
-                             description="not measured by this version of the gate"))
+# Model-file facts beyond size and parameters (gate/measure/footprint.py): exact, read from the
+# ONNX initializers, always cheap.
+_SPECS += [
+    MetricSpec(name="nonzero_parameters", higher_is_better=False, kind=FOOTPRINT, tasks=BOTH, method=EXACT,
+               description="stored weight values that are not zero (initializer elements)"),
+    MetricSpec(name="sparsity", higher_is_better=True, kind=FOOTPRINT, tasks=BOTH, method=EXACT,
+               description="share of zero values in the weight tensors (initializers of 2 or more dimensions; "
+               "a quantized weight counts as zero when it equals its zero point)"),
+    MetricSpec(name="compression_ratio", higher_is_better=True, kind=FOOTPRINT, tasks=BOTH, method=EXACT,
+               relative=True, description="base file size / candidate file size"),
+    MetricSpec(name="macs", higher_is_better=False, kind=FOOTPRINT, tasks=BOTH, method=EXACT,
+               description="multiply-accumulates per sample of Conv, ConvTranspose, Gemm, MatMul and their "
+               "quantized forms (an estimate: other ops are not counted)"),
+]
+# bytes of stored weights per data type: bytes_fp32, bytes_int8, ...
+DTYPE_NAMES = ("fp32", "fp16", "bf16", "fp64", "fp8", "int8", "uint8", "int4", "uint4", "int16", "uint16",
+               "int32", "uint32", "int64", "uint64", "bool")
+for _dtype in DTYPE_NAMES:
+    _SPECS.append(MetricSpec(name=f"bytes_{_dtype}", higher_is_better=False, kind=FOOTPRINT, tasks=BOTH,
+                             method=EXACT, unit="bytes",
+                             description=f"bytes of stored {_dtype} weights (initializers)"))
+
+# Timed on the machine that measures (gate/measure/speed.py), base and candidate interleaved.
+TIMED = "timed"  # paired rounds: block statistics over the run, see speed.py
+PERCENTILES = {"latency_p50_ms": 0.50, "latency_p90_ms": 0.90, "latency_p95_ms": 0.95, "latency_p99_ms": 0.99}
+for _name, _q in PERCENTILES.items():
+    _SPECS.append(MetricSpec(name=_name, higher_is_better=False, kind=SPEED, tasks=BOTH, method=TIMED, unit="ms",
+                             description=f"{round(_q * 100)}th percentile of the time of one inference call "
+                             "at the latency batch size"))
+_SPECS += [
+    MetricSpec(name="latency_mean_ms", higher_is_better=False, kind=SPEED, tasks=BOTH, method=TIMED, unit="ms",
+               description="mean time of one inference call at the latency batch size"),
+    MetricSpec(name="throughput", higher_is_better=True, kind=SPEED, tasks=BOTH, method=TIMED, unit="samples/s",
+               description="samples per second at the latency batch size, one call at a time"),
+    MetricSpec(name="speedup", higher_is_better=True, kind=SPEED, tasks=BOTH, method=TIMED, relative=True,
+               description="base latency / candidate latency, from interleaved pairs of calls"),
+    MetricSpec(name="energy_per_inference_mj", higher_is_better=False, kind=SPEED, tasks=BOTH, method=TIMED,
+               unit="mJ", description="CPU package energy per inference call (RAPL), where the machine exposes it"),
+    MetricSpec(name="peak_memory_mb", higher_is_better=False, kind=MEMORY, tasks=BOTH, method=EXACT, unit="MB",
+               description="high-water resident memory of a process that loads the model and runs it, minus the "
+                           "same process without the model (MB = 10^6 bytes)"),
+]
 
 METRICS: dict[str, MetricSpec] = {spec.name: spec for spec in _SPECS}
 

@@ -41,6 +41,8 @@ class Report:
             entry["metrics"] = {k: v.to_dict() for k, v in cm.metrics.items()}
             entry["groupings"] = [g.to_dict() for g in cm.groupings]
             entry["change_matrix"] = cm.change_matrix
+            entry["speed"] = cm.speed  # latency run on this machine: summaries, op_profile, memory, notes
+            entry["targets"] = {k: v.to_dict() for k, v in cm.targets.items()}
             candidates.append(entry)
         return {
             "report_format": REPORT_FORMAT,

@@ -1,0 +1,387 @@
+"""Speed: interleaved timing, paired speedup, percentiles with enough runs, targets, with known answers.
+
+Nothing here asserts a wall-clock time. The timing loop and the statistics are tested with a fake
+clock (exact answers); the real runs compare a model with itself and with a twin that computes the
+same predictions through 40 extra MatMuls by the identity (about 11x the MACs, 4-6x the time at
+batch 1 on a loaded 2-core machine), so the verdicts hold with a wide margin however noisy the runner.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from conftest import candidate, read_report, rule_of, run_cli, write_policy
+from gate.judge import evaluate
+from gate.measure import speed
+from gate.measure.speed import (SpeedSettings, look_confidence, min_runs_for, quantile_interval, speed_metrics,
+                                t_quantile, time_interleaved)
+from gate.measurements import MetricResult
+from gate.policy import Rule
+
+D, LAYERS, EXTRA, K = 256, 4, 40, 10
+
+
+def mlp(path, *, extra: int = 0):
+    """LAYERS x (MatMul d x d, Relu), then `extra` MatMuls by the identity (exact: same outputs), then d -> K."""
+    rng = np.random.default_rng(0)
+    nodes, inits, x = [], [], "input"
+    for i in range(LAYERS):
+        inits.append(numpy_helper.from_array((rng.standard_normal((D, D)) / np.sqrt(D)).astype(np.float32), f"W{i}"))
+        nodes += [helper.make_node("MatMul", [x, f"W{i}"], [f"m{i}"]), helper.make_node("Relu", [f"m{i}"], [f"h{i}"])]
+        x = f"h{i}"
+    if extra:
+        inits.append(numpy_helper.from_array(np.eye(D, dtype=np.float32), "I"))
+        for j in range(extra):
+            nodes.append(helper.make_node("MatMul", [x, "I"], [f"e{j}"]))
+            x = f"e{j}"
+    inits.append(numpy_helper.from_array((rng.standard_normal((D, K)) / 16).astype(np.float32), "Wo"))
+    nodes.append(helper.make_node("MatMul", [x, "Wo"], ["logits"]))
+    graph = helper.make_graph(nodes, "mlp", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", D])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", K])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+# ---- statistics with known answers ------------------------------------------------------------
+
+def test_mlperf_minimum_runs_for_a_percentile():
+    assert min_runs_for(0.90) == 64
+    assert min_runs_for(0.99) == 662
+    assert min_runs_for(0.50) == 11
+
+
+def test_student_t_quantiles():
+    assert t_quantile(0.975, 4) == pytest.approx(2.776445, abs=1e-5)
+    assert t_quantile(0.975, 30) == pytest.approx(2.042272, abs=1e-5)
+    assert t_quantile(0.0125, 10) == pytest.approx(-2.633767, abs=1e-5)
+
+
+def test_order_statistic_interval_of_a_median():
+    # the classical table: for n = 100 the 95% interval of the median runs from the 40th to the 61st value
+    iv = quantile_interval(np.arange(1, 101, dtype=float), 0.5, 0.95)
+    assert (iv.low, iv.high) == (40.0, 61.0)
+    # too few runs above a high percentile: no upper bound at all
+    assert math.isinf(quantile_interval(np.arange(1, 21, dtype=float), 0.99, 0.95).high)
+
+
+def test_alpha_spending_keeps_the_total_error_within_the_level():
+    levels = [look_confidence(0.95, k, sequential=True) for k in range(1, 30)]
+    assert levels[0] == pytest.approx(0.975) and levels[1] == pytest.approx(0.9875)
+    assert sum((1 - c) / 2 for c in levels) < 0.025
+    assert look_confidence(0.95, 1, sequential=False) == pytest.approx(0.95)
+
+
+class FakeClock:
+    """Nanoseconds that advance only when a fake model runs."""
+    def __init__(self):
+        self.now = 0
+
+    def __call__(self) -> int:
+        return self.now
+
+    def model(self, ns: int, jitter: list[int] | None = None):
+        calls = iter(jitter or [])
+
+        def run():
+            self.now += ns + next(calls, 0)
+        return run
+
+
+def test_interleaved_rounds_give_the_exact_speedup():
+    clock = FakeClock()
+    runs = [clock.model(1000), clock.model(3000)]
+    settings = SpeedSettings(warmup=3, min_runs=40, min_time_s=0.0, max_time_s=1.0)
+    t = time_interleaved(runs, ["base", "slow"], [1, 1], settings, confidence=0.95, clock=clock)
+    assert t.rounds == 40 and t.stopped == "min_reached" and len(t.looks) == 1
+    assert np.all(t.ms[0] == 0.001) and np.all(t.ms[1] == 0.003)
+    m = speed_metrics(t.ms, t.batches, 1, confidence=t.looks[0]["interval_confidence"])
+    assert m["speedup"].candidate == pytest.approx(1 / 3)
+    assert m["speedup"].candidate_interval.low == pytest.approx(1 / 3)
+    assert m["latency_mean_ms"].delta == pytest.approx(0.002)
+    assert m["throughput"].candidate == pytest.approx(1000 / 0.003)
+    # 40 runs: enough for p50 (11) but not for p90 (64) or p99 (662)
+    assert m["latency_p50_ms"].candidate_interval is not None
+    assert m["latency_p90_ms"].candidate_interval is None
+    assert m["latency_p99_ms"].evidence == {"insufficient_runs": {"runs": 40, "needed": 662}}
+
+
+def test_a_borderline_result_is_measured_again_with_wider_intervals():
+    clock = FakeClock()
+    asked = []
+
+    def decide(ms, level, look):
+        asked.append((ms.shape[1], level, look))
+        return look == 2  # undecided at the first look, decided at the second
+
+    settings = SpeedSettings(warmup=0, min_runs=50, min_time_s=0.0, max_time_s=10.0)
+    t = time_interleaved([clock.model(1000), clock.model(1000)], ["a", "b"], [1, 1], settings, confidence=0.95,
+                         decide=decide, clock=clock)
+    assert [a[0] for a in asked] == [50, 100]  # the rounds double before the next look
+    assert [a[1] for a in asked] == [pytest.approx(0.975), pytest.approx(0.9875)]
+    assert t.stopped == "settled" and t.rounds == 100 and t.sequential
+
+
+def test_max_time_caps_the_measurement():
+    clock = FakeClock()
+    settings = SpeedSettings(warmup=0, min_runs=50, min_time_s=0.0, max_time_s=0.001)  # 1 ms = 250 rounds of 4 us
+    t = time_interleaved([clock.model(1000), clock.model(3000)], ["a", "b"], [1, 1], settings, confidence=0.95,
+                         decide=lambda ms, level, look: False, clock=clock)
+    assert t.stopped == "max_time" and t.rounds == 250
+    assert [look["rounds"] for look in t.looks] == [50, 100, 200, 250]
+    assert t.looks[-1]["interval_confidence"] == pytest.approx(1 - 2 * 0.025 / 16)
+
+
+def test_one_hiccup_does_not_move_the_speedup():
+    clock = FakeClock()
+    jitter = [0] * 200
+    jitter[77] = 5_000_000  # one call of the candidate takes 5 ms instead of 1 us
+    t = time_interleaved([clock.model(1000), clock.model(1000, jitter)], ["a", "b"], [1, 1],
+                         SpeedSettings(warmup=0, min_runs=200, min_time_s=0.0, max_time_s=60.0),
+                         confidence=0.95, clock=clock)
+    m = speed_metrics(t.ms, t.batches, 1, confidence=0.95)
+    assert m["speedup"].candidate == pytest.approx(1.0)
+    assert m["latency_mean_ms"].candidate > 0.02  # the mean is honest about it
+
+
+def rule(metric, kind, bound, **kw) -> Rule:
+    return Rule(index=1, line=None, metric=metric, bound_kind=kind, bound=bound, **kw)
+
+
+def test_too_few_runs_for_a_percentile_is_inconclusive_never_a_pass():
+    ms = np.vstack([np.full(100, 1.0), np.full(100, 1.0)])
+    m = speed_metrics(ms, [1, 1], 1, confidence=0.95)
+    r = evaluate(rule("latency_p99_ms", "max", 1000.0), m["latency_p99_ms"], confidence=0.95, inconclusive="fail")
+    assert r.status == "inconclusive" and r.blocking and r.samples_needed == 662
+    assert "662" in r.reason
+    r = evaluate(rule("latency_p99_ms", "max", 1000.0), m["latency_p99_ms"], confidence=0.95, inconclusive="warn")
+    assert r.status == "inconclusive" and not r.blocking
+    r = evaluate(rule("latency_p90_ms", "max", 1000.0), m["latency_p90_ms"], confidence=0.95, inconclusive="fail")
+    assert r.status == "pass"
+
+
+def test_energy_without_rapl_warns_and_never_makes_up_a_number(tmp_path):
+    counters, reason = speed.rapl_counters(tmp_path / "powercap")
+    assert counters == [] and "absent" in reason
+    m = speed.energy_metric(None, 1, confidence=0.95, reason=reason)
+    r = evaluate(rule("energy_per_inference_mj", "max", 5.0), m, confidence=0.95, inconclusive="fail")
+    assert r.status == "warn" and not r.blocking and r.observed is None and "absent" in r.reason
+
+
+def test_rapl_counters_are_read_across_a_wrap_around(tmp_path):
+    zone = tmp_path / "intel-rapl:0"
+    sub = tmp_path / "intel-rapl:0:0"
+    for z, name in ((zone, "package-0"), (sub, "core")):
+        z.mkdir()
+        (z / "name").write_text(name)
+        (z / "energy_uj").write_text("999000")
+        (z / "max_energy_range_uj").write_text("1000000")
+    counters, reason = speed.rapl_counters(tmp_path)
+    assert reason is None and [c.name for c in counters] == ["package-0"]  # sub-zones are inside the package
+    before = speed.read_energy_uj(counters)
+    (zone / "energy_uj").write_text("4000")  # wrapped: 1,000 to the top and 4,000 after
+    assert speed.energy_delta_uj(before, speed.read_energy_uj(counters), counters) == 5000
+
+
+# ---- policy --------------------------------------------------------------------------------
+
+POLICY = """\
+version: 1
+latency:
+  threads: 1
+  targets:
+    pi4: {threads: 4, batch_size: 1}
+rules:
+  - metric: speedup
+    min: 1.2
+    target: pi4
+"""
+
+
+def _policy_error(text):
+    from gate.errors import GateInputError
+    from gate.policy import parse_policy
+
+    with pytest.raises(GateInputError) as info:
+        parse_policy(text, "p.yaml", __import__("pathlib").Path("/r"))
+    return info.value
+
+
+def test_policy_targets_are_checked_with_lines_and_hints():
+    from gate.policy import parse_policy
+
+    policy = parse_policy(POLICY, "p.yaml", __import__("pathlib").Path("/r"))
+    assert policy.rules[0].target == "pi4" and policy.rules[0].text == "speedup min 1.2 on pi4"
+    assert speed.settings_for(policy.latency, "pi4").threads == 4
+    err = _policy_error(POLICY.replace("target: pi4", "target: pi5"))
+    assert err.line == 9 and "did you mean 'pi4'" in err.render().lower()
+    err = _policy_error(POLICY.replace("metric: speedup", "metric: accuracy").replace("min: 1.2", "min: 0.9"))
+    assert err.line == 9 and "does not depend on the device" in err.render()
+    err = _policy_error(POLICY.replace("  threads: 1\n", "  thread: 1\n"))
+    assert err.line == 3 and "did you mean 'threads'" in err.render().lower()
+    err = _policy_error(POLICY.replace("  threads: 1\n", "  min_time_s: 5\n  max_time_s: 2\n"))
+    assert err.line == 4 and "below min_time_s" in err.render()
+    err = _policy_error(POLICY.replace("    min: 1.2", "    max_drop: 0.1"))
+    assert "use min or max" in err.render()
+
+
+# ---- real models, end to end ----------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def speed_models(tmp_path_factory):
+    d = tmp_path_factory.mktemp("speed")
+    mlp(d / "base.onnx")
+    mlp(d / "same.onnx")
+    mlp(d / "slow.onnx", extra=EXTRA)
+    x = np.random.default_rng(1).standard_normal((1000, D)).astype(np.float32)
+    import onnxruntime as ort
+
+    labels = ort.InferenceSession(str(d / "base.onnx"), providers=["CPUExecutionProvider"]).run(
+        None, {"input": x})[0].argmax(axis=1)
+    np.savez(d / "data.npz", input=x, label=labels.astype(np.int64))
+    rules = [{"metric": "accuracy", "max_drop": 0.01}, {"metric": "flip_rate", "max": 0.01},
+             {"metric": "speedup", "min": 0.9}, {"metric": "latency_p99_ms", "max": 1000},
+             {"metric": "speedup", "min": 0.9, "target": "edge"}]
+    policy = write_policy(d / "policy.yaml", rules, candidates={"same": "same.onnx", "slow": "slow.onnx"},
+                          data={"path": "data.npz", "labels": "label"},
+                          latency={"min_runs": 100, "min_time_s": 0.0, "max_time_s": 30,
+                                   "targets": {"edge": {"batch_size": 2, "threads": 64, "min_time_s": 0.2}}})
+    return d, policy
+
+
+@pytest.fixture(scope="module")
+def checked(speed_models):
+    d, policy = speed_models
+    result = run_cli("check", "--policy", policy, "--out", d / "out")
+    return result, read_report(d / "out")
+
+
+def test_same_predictions_with_several_times_the_compute_fail_the_speedup_rule(checked):
+    result, report = checked
+    assert result.code == 1, result
+    slow = candidate(report, "slow")
+    assert rule_of(slow, "accuracy")["status"] == "pass"
+    assert rule_of(slow, "flip_rate")["status"] == "pass"
+    assert slow["metrics"]["flip_rate"]["candidate"] == 0.0  # the very same predictions
+    assert slow["model"]["footprint"]["macs"] == LAYERS * D * D + EXTRA * D * D + D * K
+    speedup = [r for r in slow["rules"] if r["metric"] == "speedup" and r["rule"] == "speedup min 0.9"][0]
+    assert speedup["status"] == "fail", speedup
+    assert slow["metrics"]["speedup"]["candidate"] < 0.5  # ~11x the MACs: far below 0.9
+    ops = {o["op_type"]: o for o in slow["speed"]["op_profile"]["ops"]}
+    assert ops["MatMul"]["candidate_nodes"] == LAYERS + EXTRA + 1
+    assert slow["speed"]["op_profile"]["ops"][0]["op_type"] == "MatMul"  # where it loses most
+
+
+def test_a_copy_of_the_base_passes_the_speedup_rule(checked):
+    _, report = checked
+    same = candidate(report, "same")
+    r = [r for r in same["rules"] if r["metric"] == "speedup" and r["rule"] == "speedup min 0.9"][0]
+    assert r["status"] == "pass", r
+    assert r["interval"][0] >= 0.9
+
+
+def test_a_percentile_rule_keeps_measuring_until_it_has_enough_runs(checked):
+    _, report = checked
+    same = candidate(report, "same")
+    s = same["speed"]
+    assert s["rounds"] >= 662 and len(s["looks"]) >= 2, s["looks"]  # 100 runs left p99 undecided
+    assert [look["rounds"] for look in s["looks"]][:2] == [100, 200]
+    assert rule_of(same, "latency_p99_ms")["status"] == "pass"
+    assert same["metrics"]["latency_p99_ms"]["evidence"]["mlperf_min_runs"] == 662
+    assert same["metrics"]["latency_p99_ms"]["evidence"]["min_runs"] >= 662
+    # every look spends part of the error rate: later looks give wider intervals
+    assert [look["interval_confidence"] for look in s["looks"]][:2] == [pytest.approx(0.975), pytest.approx(0.9875)]
+    assert s["interval_confidence"] == s["looks"][-1]["interval_confidence"]
+
+
+def test_a_target_rule_without_that_targets_results_is_an_error(checked):
+    _, report = checked
+    r = [r for r in candidate(report, "same")["rules"] if r["rule"] == "speedup min 0.9 on edge"][0]
+    assert r["status"] == "error" and "gate measure --target edge" in r["reason"]
+
+
+@pytest.fixture(scope="module")
+def on_target(speed_models):
+    d, policy = speed_models
+    quality = run_cli("measure", "--policy", policy, "--out", d / "quality.json")
+    edge = run_cli("measure", "--policy", policy, "--target", "edge", "--out", d / "edge.json")
+    return d, policy, quality, edge
+
+
+def test_measure_on_a_target_then_judge_merges_it_with_the_quality_results(on_target):
+    d, policy, quality, edge = on_target
+    assert quality.code == 0, quality
+    assert edge.code == 0, edge
+    doc = json.loads((d / "edge.json").read_text())["gate_results"]
+    assert doc["provenance"]["target"]["name"] == "edge"
+    same = [c for c in doc["candidates"] if c["info"]["name"] == "same"][0]
+    assert same["metrics"] == {}  # no quality on the device
+    settings = same["targets"]["edge"]["speed"]["settings"]
+    # 64 threads asked, never more than this process may use
+    assert settings["threads_used"] == settings["usable_cpus"] < 64
+    assert any("64 asked" in n for n in same["targets"]["edge"]["speed"]["notes"])
+    assert same["targets"]["edge"]["speed"]["candidate"]["batch"] == 2
+    judged = run_cli("judge", d / "quality.json", d / "edge.json", "--policy", policy, "--out", d / "judged")
+    assert judged.code == 1, judged
+    report = read_report(d / "judged")
+    on_edge = {c["name"]: [r for r in c["rules"] if r["rule"] == "speedup min 0.9 on edge"][0]["status"]
+               for c in report["candidates"]}
+    assert on_edge == {"same": "pass", "slow": "fail"}
+    assert candidate(report, "same")["targets"]["edge"]["host"]["hostname"]
+    assert rule_of(candidate(report, "slow"), "accuracy")["status"] == "pass"  # from the quality file
+
+
+def test_judge_refuses_target_results_of_another_candidate_file(on_target):
+    d, policy, _, _ = on_target
+    doc = json.loads((d / "edge.json").read_text())
+    for c in doc["gate_results"]["candidates"]:
+        if c["info"]["name"] == "same":
+            c["info"]["sha256"] = "0" * 64
+    (d / "edge-other.json").write_text(json.dumps(doc))
+    result = run_cli("judge", d / "quality.json", d / "edge-other.json", "--policy", policy, "--out", d / "refused")
+    assert result.code == 2, result
+    assert "another file as the candidate 'same'" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_two_copies_of_one_model_pass_in_repeated_runs(speed_models):
+    from gate.data import load_dataset
+    from gate.models import open_runner
+    from gate.policy import load_policy
+
+    d, policy_path = speed_models
+    policy = load_policy(policy_path)
+    data = load_dataset(policy.data, max_mb=100)
+    runners = []
+    for name in ("base", "same"):
+        runner = open_runner(policy.base if name == "base" else policy.candidates[0], output=None, inputs={},
+                             max_mb=100)
+        runner.bind(data)
+        runners.append(runner)
+    settings = SpeedSettings(min_runs=100, min_time_s=0.1, max_time_s=5.0, warmup=10)
+    r = rule("speedup", "min", 0.9)
+    statuses = []
+    for _ in range(5):
+        run = speed.measure_on_this_machine([("base", runners[0].path, runners[0]), ("same", runners[1].path, runners[1])],
+                                            settings, confidence=0.95,
+                                            settled=lambda m: evaluate(r, m["same"]["speedup"], confidence=0.95,
+                                                                       inconclusive="fail").status != "inconclusive")
+        statuses.append(evaluate(r, run.metrics["same"]["speedup"], confidence=0.95, inconclusive="fail").status)
+    assert statuses == ["pass"] * 5
+
+
+def test_metric_results_round_trip_through_results_json(on_target):
+    from gate.measurements import CandidateMeasurements
+
+    d, _, _, _ = on_target
+    doc = json.loads((d / "edge.json").read_text())["gate_results"]
+    for c in doc["candidates"]:
+        assert CandidateMeasurements.from_dict(c).to_dict() == c
+    m = MetricResult.from_dict(doc["candidates"][0]["targets"]["edge"]["metrics"]["speedup"])
+    assert m.candidate_interval.method == "paired_block_t"

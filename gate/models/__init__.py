@@ -7,7 +7,6 @@ from typing import Protocol
 
 import numpy as np
 
-from gate.errors import GateInputError
 from gate.policy import ModelRef
 
 
@@ -23,9 +22,13 @@ class Runner(Protocol):
 
 
 def open_runner(ref: ModelRef, *, output: str | None, inputs: dict, max_mb: float, threads: int | None = None) -> Runner:
-    suffix = ref.path.suffix.lower()
-    if suffix == ".onnx":
+    """The runner for a model file, chosen by its content (gate/safety.py), never by its extension:
+    pickles are refused here, before any backend is imported."""
+    from gate import safety
+
+    kind = safety.identify(ref.path, max_mb)
+    if kind == safety.ONNX:
         from gate.models.onnx import OnnxRunner
         return OnnxRunner(ref, output=output, inputs=inputs, max_mb=max_mb, threads=threads)
-    raise GateInputError(f"has the unsupported model format {suffix or '(no extension)'}", path=ref.path,
-                         fix="give an .onnx model (torch formats arrive with the torch backend)")
+    from gate.models.torch import TorchRunner  # torch is imported only now, with an install hint
+    return TorchRunner(ref, kind=kind, output=output, inputs=inputs, max_mb=max_mb, threads=threads)

@@ -110,3 +110,23 @@ def pareto_svg(points: list[dict], *, quality: str, higher_is_better: bool, cost
         description = "; ".join(f"{p['name']}: {quality} {p['quality']:.4f}, {cost} {p['cost']:.4g}"
                                 for p in points)
         return _figure_svg(fig, f"{quality} against {cost}", description)
+
+
+def latency_svg(base: dict, candidate: dict, *, name: str) -> str:
+    """Latency distributions of base and candidate as quantile curves (measured interleaved)."""
+    curves = [(q, label) for q, label in ((base, "base"), (candidate, name)) if q and q.get("values")]
+    if not curves:
+        return ""
+    with _figure(7.0, 3.2) as (fig, ax):
+        for (q, label), colour, style in zip(curves, ("black", BLUE), ("-", "--")):
+            ax.plot(q["values"], [100 * level for level in q["levels"]], color=colour, linestyle=style,
+                    marker="o", markersize=3, label=_short(label, 30))
+        ax.set_xlabel("latency per call (ms)")
+        ax.set_ylabel("percentile")
+        ax.grid(color="#e0e0e0", linewidth=0.5)
+        ax.legend(loc="lower right", fontsize=8, frameon=False)
+        fig.tight_layout()
+        description = "; ".join(
+            f"{label}: " + ", ".join(f"p{100 * lv:g} {v:.4g} ms" for lv, v in zip(q["levels"], q["values"]))
+            for q, label in curves)
+        return _figure_svg(fig, f"latency of base and {name}", description)

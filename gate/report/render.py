@@ -105,11 +105,12 @@ def pareto_chart(report: dict, cost: str):
         cost_of.update({c["name"]: c["model"]["size_bytes"] / 1e6 for c in report["candidates"]
                         if c["model"].get("size_bytes") is not None})
         label = "model size (MB)"
-    else:
-        cost_of = {c["name"]: (c["metrics"].get(cost) or {}).get("candidate") for c in report["candidates"]}
-        cost_of["base"] = next(((c["metrics"].get(cost) or {}).get("base") for c in report["candidates"]
-                                if (c["metrics"].get(cost) or {}).get("base") is not None), None)
-        label = cost
+    else:  # median latency from the interleaved speed measurement
+        timed = [c for c in report["candidates"] if (c.get("speed") or {}).get("candidate")]
+        cost_of = {c["name"]: c["speed"]["candidate"]["p50_ms"] for c in timed}
+        if timed:
+            cost_of["base"] = timed[0]["speed"]["base"]["p50_ms"]
+        label = "median latency per call (ms)"
     points = [{"name": "base", "verdict": "base", "quality": report["base"]["metrics"].get(quality),
                "cost": cost_of.get("base")}]
     for c in report["candidates"]:
@@ -117,6 +118,18 @@ def pareto_chart(report: dict, cost: str):
                        "quality": (c["metrics"].get(quality) or {}).get("candidate"), "cost": cost_of.get(c["name"])})
     return Markup(pareto_svg(points, quality=quality, higher_is_better=get_metric(quality).higher_is_better,
                              cost=cost, cost_label=label))
+
+
+def latency_chart(candidate: dict):
+    from markupsafe import Markup
+
+    from gate.report.charts import latency_svg
+
+    speed = candidate.get("speed") or {}
+    if not speed.get("base") or not speed.get("candidate"):
+        return ""
+    return Markup(latency_svg(speed["base"].get("quantiles_ms"), speed["candidate"].get("quantiles_ms"),
+                              name=candidate["name"]))
 
 
 def top_changes(matrix: dict | None, k: int = 10) -> list[dict]:
@@ -138,6 +151,7 @@ def p_value(p) -> str:
 FILTERS = {
     "headline": headline,
     "pareto_chart": pareto_chart,
+    "latency_chart": latency_chart,
     "top_changes": top_changes,
     "p_value": p_value,
     "group_rows": group_rows,

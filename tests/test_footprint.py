@@ -2,7 +2,7 @@
 
 Every model here is built with onnx.helper so the stored weights are known exactly; the
 int8 and fp16 candidates are also made with the real tools (onnxruntime's quantize_dynamic,
-onnxconverter-common's float16 conversion) and must report what those tools stored.
+onnxruntime.transformers float16 conversion) and must report what those tools stored.
 """
 
 from __future__ import annotations
@@ -102,7 +102,7 @@ def models(tmp_path_factory):
            "pruned80": mlp(d / "pruned80.onnx", pruned(w1, 0.8, 1), b1, pruned(w2, 0.8, 2), b2),
            "fp16": fp16_by_hand(d / "fp16.onnx", w1, b1, w2, b2),
            "qdq": qdq_by_hand(d / "qdq.onnx", w1, b1, w2, b2, zero_share=0.5)}
-    from onnxconverter_common import float16
+    from onnxruntime.transformers import float16  # ships inside onnxruntime: no extra dependency
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     with warnings.catch_warnings():  # the tools warn about pre-processing; warnings are errors here

@@ -184,10 +184,11 @@ def _macs(model) -> tuple[int | None, dict[str, int], int]:
     light.opset_import.extend(model.opset_import)
     light.functions.extend(model.functions)
     g = light.graph
-    g.node.extend(graph.node)
+    g.node.extend(_topological(graph))
     g.input.extend(graph.input)
     g.output.extend(graph.output)
-    g.value_info.extend(graph.value_info)
+    # the file's own value_info is left out: converters (fp16) leave stale types there that make
+    # inference fail; inference recomputes every intermediate shape anyway
     init_names = {t.name for t in graph.initializer}
     declared = {i.name for i in graph.input}
     for t in graph.initializer:
@@ -233,6 +234,23 @@ def _macs(model) -> tuple[int | None, dict[str, int], int]:
     if total == 0 and unknown:
         return None, by_op, unknown
     return total // batch, {k: v // batch for k, v in sorted(by_op.items())}, unknown
+
+
+def _topological(graph) -> list:
+    """Nodes in dependency order: some converters (fp16) append their Cast nodes at the end,
+    and shape inference reads the graph in order."""
+    available = {i.name for i in graph.input} | {t.name for t in graph.initializer} | {""}
+    pending, ordered = list(graph.node), []
+    while pending:
+        ready = [n for n in pending if all(i in available for i in n.input)]
+        if not ready:  # a cycle or an input from an outer scope: keep the file's order for the rest
+            return ordered + pending
+        for n in ready:
+            ordered.append(n)
+            available.update(n.output)
+        done = {id(n) for n in ready}
+        pending = [n for n in pending if id(n) not in done]
+    return ordered
 
 
 def _shape(shapes, node, i):

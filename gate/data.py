@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import fnmatch
+import threading
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,12 +21,16 @@ LABEL_GUESSES = ("label", "labels", "y", "target")
 @dataclass(frozen=True, kw_only=True)
 class Dataset:
     path: Path
-    sha256: str
+    digest: Future  # sha256, computed in a thread while the models run
     size_bytes: int
     columns: dict[str, np.ndarray]  # whole columns, shared by every model (sliced, never copied per model)
     labels_key: str | None
     group_keys: tuple = ()
     _stacked: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def sha256(self) -> str:
+        return self.digest.result()
 
     @property
     def n(self) -> int:
@@ -147,5 +153,15 @@ def load_dataset(spec: DataSpec, *, max_mb: float) -> Dataset:
             if key not in columns:
                 raise GateInputError(f"has no group column {key!r}", path=path,
                                      fix=f"set data.groups to columns of: {', '.join(columns)[:300]}")
-    return Dataset(path=path, sha256=sha256_of(path), size_bytes=size, columns=columns,
+    # hashing re-reads the whole file: overlap it with inference (hashlib releases the GIL)
+    digest: Future = Future()
+
+    def hash_in_background() -> None:
+        try:
+            digest.set_result(sha256_of(path))
+        except BaseException as exc:  # surfaced where the hash is read
+            digest.set_exception(exc)
+
+    threading.Thread(target=hash_in_background, name="gate-data-sha256", daemon=True).start()
+    return Dataset(path=path, digest=digest, size_bytes=size, columns=columns,
                    labels_key=labels, group_keys=tuple(spec.groups))

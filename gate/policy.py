@@ -84,7 +84,7 @@ SCHEMA = Obj(
         "inconclusive": Str(enum=("fail", "warn"), description="what a rule the data cannot decide does (default fail)"),
         "bootstrap": Num(minimum=100, maximum=100000, integer=True, description="bootstrap resamples for non-proportion metrics (default 1000)"),
         "seed": Num(minimum=0, integer=True, description="seed of every random choice (default 0)"),
-        "batch_size": Num(minimum=1, integer=True, description="samples per inference batch for models with a dynamic batch axis (default 256)"),
+        "batch_size": Num(minimum=1, integer=True, description="samples per inference batch for models with a dynamic batch axis (default 1024)"),
         "correction": Str(enum=("none", "bonferroni", "holm"), description="family-wise error control over the "
                           "subgroups of a per-group rule (default holm)"),
         "small_groups": Str(enum=("warn", "fail"), description="what a subgroup below min_samples does "
@@ -173,7 +173,7 @@ class Policy:
     inconclusive: str = "fail"
     bootstrap: int = 1000
     seed: int = 0
-    batch_size: int = 256
+    batch_size: int = 1024
     correction: str = "holm"
     small_groups: str = "warn"
     max_file_mb: float = 4096.0

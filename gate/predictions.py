@@ -178,9 +178,10 @@ class AgreementCollector:
             self.comparable = False
             return
         self.max_abs[start:stop] = np.abs(a - b).max(axis=1) if a.shape[1] else 0.0
-        norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
-        dots = (a * b).sum(axis=1)
-        both_zero = (np.linalg.norm(a, axis=1) == 0) & (np.linalg.norm(b, axis=1) == 0)
+        norm_a, norm_b = np.linalg.norm(a, axis=1), np.linalg.norm(b, axis=1)
+        norms = norm_a * norm_b
+        dots = np.einsum("ij,ij->i", a, b)
+        both_zero = (norm_a == 0) & (norm_b == 0)
         with np.errstate(invalid="ignore", divide="ignore"):
             cos = np.where(norms > 0, dots / np.where(norms > 0, norms, 1.0), 0.0)
         self.cosine[start:stop] = np.where(both_zero, 1.0, cos)

@@ -17,16 +17,14 @@ BLUE, VERMILLION, GREY = "#0072B2", "#D55E00", "#999999"
 def _figure(width: float, height: float):
     """A figure with deterministic SVG output (fixed ids, text kept as text), always closed."""
     import matplotlib
-
-    matplotlib.use("Agg", force=True)
-    from matplotlib import pyplot as plt
+    # Figure with the SVG canvas, not pyplot: no GUI backend machinery, a much lighter import
+    from matplotlib.backends.backend_svg import FigureCanvasSVG
+    from matplotlib.figure import Figure
 
     with matplotlib.rc_context({"svg.hashsalt": "gate", "svg.fonttype": "none", "font.size": 9}):
-        fig, ax = plt.subplots(figsize=(width, height))
-        try:
-            yield fig, ax
-        finally:
-            plt.close(fig)
+        fig = Figure(figsize=(width, height))
+        FigureCanvasSVG(fig)
+        yield fig, fig.add_subplot()
 
 
 def _short(text: str, length: int = 40) -> str:
@@ -81,8 +79,8 @@ def pareto_svg(points: list[dict], *, quality: str, higher_is_better: bool, cost
     joins the points no other point beats on both axes.
     """
     points = [p for p in points if p.get("quality") is not None and p.get("cost") is not None]
-    if len(points) < 2:
-        return ""
+    if len(points) < 3:
+        return ""  # base and one candidate: the table says it all, no chart (and no matplotlib import)
 
     def better(a, b):  # a at least as good as b on both axes, strictly on one
         qa, qb = (a["quality"], b["quality"]) if higher_is_better else (-a["quality"], -b["quality"])

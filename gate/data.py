@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import csv
 import fnmatch
+import struct
 import threading
+import zipfile
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -69,17 +71,49 @@ class Dataset:
         return [k for k in self.columns if k not in used]
 
 
+def _stored_member(path: Path, archive: zipfile.ZipFile, key: str) -> np.ndarray | None:
+    """A memory map of an uncompressed .npy member: samples are read from disk as batches need them.
+
+    None when the member is compressed or not a plain array (then it is read the ordinary way).
+    """
+    info = archive.getinfo(key + ".npy")
+    if info.compress_type != zipfile.ZIP_STORED:
+        return None
+    with open(path, "rb") as handle:
+        handle.seek(info.header_offset)
+        local = handle.read(30)
+        if local[:4] != b"PK\x03\x04":
+            return None
+        name_len, extra_len = struct.unpack("<HH", local[26:30])
+        handle.seek(info.header_offset + 30 + name_len + extra_len)
+        version = np.lib.format.read_magic(handle)
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(handle)
+        elif version in ((2, 0), (3, 0)):
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(handle)
+        else:
+            return None
+        offset = handle.tell()
+    if dtype.hasobject or not shape or 0 in shape:
+        return None
+    return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape, order="F" if fortran else "C")
+
+
 def _load_npz(path: Path) -> dict[str, np.ndarray]:
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            return {key: archive[key] for key in archive.files}
+        with np.load(path, allow_pickle=False) as archive, zipfile.ZipFile(path) as zipped:
+            columns = {}
+            for key in archive.files:
+                mapped = _stored_member(path, zipped, key)
+                columns[key] = mapped if mapped is not None else archive[key]
+            return columns
     except ValueError as exc:
         if "pickle" in str(exc):
             raise GateInputError("holds pickled Python objects, which the gate never loads", path=path,
                                  fix="save plain numeric or string arrays: np.savez(path, x=x.astype(np.float32), ...)") from None
         raise GateInputError(f"is not a readable .npz archive: {exc}", path=path,
                              fix="write it with numpy.savez or numpy.savez_compressed") from None
-    except (OSError, EOFError) as exc:
+    except (OSError, EOFError, zipfile.BadZipFile, KeyError) as exc:
         raise GateInputError(f"is not a readable .npz archive: {exc}", path=path,
                              fix="write it with numpy.savez or numpy.savez_compressed") from None
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -104,7 +105,10 @@ def _report(policy, measurements, out: str, templates: str | None) -> int:
                     policy_text=policy.text, policy_sha256=policy.sha256)
     out_dir = Path(out)
     errors = write_reports(report, out_dir, Path(templates) if templates else None)
-    _print_summary(verdict, out_dir)
+    try:
+        _print_summary(verdict, out_dir)
+    except BrokenPipeError:  # `gate check ... | head`: the verdict still decides the exit code
+        _silence_stdout()
     for name, error in errors.items():
         print(f"error: {name} could not be rendered: {error}", file=sys.stderr)
     if errors and templates:
@@ -117,6 +121,11 @@ def _report(policy, measurements, out: str, templates: str | None) -> int:
     if verdict.input_errors:
         return EXIT_INPUT
     return EXIT_PASS if verdict.verdict == "pass" else EXIT_FAIL
+
+
+def _silence_stdout() -> None:
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
 
 
 def _check_templates(templates: str | None) -> None:
@@ -222,6 +231,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # output piped into a reader that stopped early (| head)
+        _silence_stdout()
+        return EXIT_PASS
     except Exception:  # a bug in the gate, not a user mistake: say so, keep the details
         import traceback
 

@@ -80,6 +80,13 @@ inconclusive: warn
 rules:
   - metric: accuracy
     max_drop: 0.02
+  - metric: accuracy           # every stroke subgroup, Holm-corrected
+    per: group
+    max_drop: 0.03
+  - metric: accuracy           # and every digit: compression hurts some classes first
+    per: class
+    max_drop: 0.10
+    min_samples: 50
   - metric: flip_rate
     max: 0.05
   - metric: negative_flip_rate

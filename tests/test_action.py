@@ -325,15 +325,15 @@ def test_a_failing_candidate_fails_the_step_with_annotations_summary_and_comment
     assert run.step("publish").exit_code == 1
     out = run.outputs
     assert (out["verdict"], out["exit-code"], out["passed"], out["failed"], out["warned"]) == \
-        ("fail", "1", "21", "3", "1")
+        ("fail", "1", "29", "5", "1")
     assert out["report-dir"] == str(workspace / "reports" / "fail")
     assert out["failed-rules"].splitlines()[0] == "pruned-90: accuracy max_drop 0.02 (fail)"
     assert out["python"].endswith("compression-gate-venv/bin/python")
     assert "gate: already installed" in run.step("install").log
     errors, warnings = run.commands("error"), run.commands("warning")
-    assert len(errors) == 3 and len(warnings) == 1
+    assert len(errors) == 5 and len(warnings) == 1
     assert errors[0].startswith("::error file=gate-demo/policy.yaml,line=19,title=gate%3A pruned-90 fails accuracy")
-    assert warnings[0].startswith("::warning file=gate-demo/policy.yaml,line=25,title=gate%3A pruned-90 warns on kl")
+    assert warnings[0].startswith("::warning file=gate-demo/policy.yaml,line=32,title=gate%3A pruned-90 warns on kl")
     report_md = (workspace / "reports" / "fail" / "report.md").read_text()
     assert run.summary.startswith(report_md.rstrip("\n"))
     assert "[this workflow run](https://github.com/acme/models/actions/runs/4242)" in run.summary
@@ -346,7 +346,7 @@ def test_a_failing_candidate_fails_the_step_with_annotations_summary_and_comment
     # the author fixes the pull request: the same comment turns green, no second comment
     again = runner({"policy": "gate-demo/policy.yaml", "candidates": PASSING, "out": "reports/pass"})
     assert again.ok and again.outputs["verdict"] == "pass", again.log
-    assert (again.outputs["passed"], again.outputs["failed"]) == ("10", "0")
+    assert (again.outputs["passed"], again.outputs["failed"]) == ("14", "0")
     assert run.commands("error") and not again.commands("error")
     [body] = api.bodies("acme/models", 7)
     assert body.startswith("<!-- compression-gate -->\n## ✅ Compression gate: PASS")
@@ -406,7 +406,7 @@ def test_measure_per_target_then_judge(runner, workspace):
     judged = runner({"command": "judge", "policy": "gate-demo/policy.yaml", "results": "measured/*.json\n",
                      "out": "reports/judged", "comment": "false"})
     assert not judged.ok and judged.step("publish").exit_code == 1
-    assert (judged.outputs["verdict"], judged.outputs["passed"], judged.outputs["failed"]) == ("fail", "6", "3")
+    assert (judged.outputs["verdict"], judged.outputs["passed"], judged.outputs["failed"]) == ("fail", "8", "5")
     missing = runner({"command": "judge", "policy": "gate-demo/policy.yaml", "results": "nothing/*.json",
                       "comment": "false"})
     assert not missing.ok and "no results file matches" in missing.commands("error")[0]

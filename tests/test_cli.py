@@ -276,6 +276,19 @@ def test_exit_zero_and_one_and_quiet_stderr(models):
     no_traceback(failing)
 
 
+def test_output_piped_into_a_reader_that_stops_early_keeps_the_exit_code(models):
+    path = write_policy(models / "pipe-run.yaml", [{"metric": "accuracy", "max_drop": 0.01}],
+                        candidates={"worse": "worse.onnx"}, inconclusive="warn")
+    proc = subprocess.Popen([sys.executable, "-m", "gate", "check", "--policy", str(path), "--out",
+                             str(models / "out-pipe-run")], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # like `| head -0`: every write to stdout now breaks the pipe
+    with proc.stderr:
+        stderr = proc.stderr.read().decode()
+    assert proc.wait(timeout=180) == 1, stderr
+    assert "Traceback" not in stderr
+    assert (models / "out-pipe-run" / "report.json").exists()
+
+
 def test_preset_with_flags(models):
     result = run_cli("check", "--policy", "default", "--base", models / "base.onnx",
                      "--candidate", f"w={models / 'worse.onnx'}", "--candidate", str(models / "same.onnx"),

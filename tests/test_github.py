@@ -189,7 +189,7 @@ def pull_request_event(number: int = 7, repo: str = "acme/models", head_repo: st
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory) -> Path:
-    """`gate demo`: 5 candidates, pruned-90 fails 3 rules and warns on 1; 21 rules pass."""
+    """`gate demo`: 5 candidates, pruned-90 fails 5 rules and warns on 1; 29 rules pass."""
     out = tmp_path_factory.mktemp("demo")
     proc = subprocess.run([sys.executable, "-m", "gate", "demo", "--out", str(out)],
                           capture_output=True, text=True, timeout=300)
@@ -515,15 +515,17 @@ def test_main_publishes_the_demo_report(demo, github, tmp_path):
     assert proc.returncode == 1, proc.stdout + proc.stderr
     outputs = gh.parse_outputs((tmp_path / "output.txt").read_text())
     assert outputs["verdict"] == "fail" and outputs["exit-code"] == "1"
-    assert (outputs["passed"], outputs["failed"], outputs["warned"]) == ("21", "3", "1")
+    assert (outputs["passed"], outputs["failed"], outputs["warned"]) == ("29", "5", "1")
     assert outputs["failed-rules"].splitlines() == ["pruned-90: accuracy max_drop 0.02 (fail)",
+                                                    "pruned-90: accuracy max_drop 0.03 per group (fail)",
+                                                    "pruned-90: accuracy max_drop 0.1 per class (fail)",
                                                     "pruned-90: flip_rate max 0.05 (fail)",
                                                     "pruned-90: negative_flip_rate max 0.03 (fail)"]
     assert outputs["report-dir"] == str((demo / "report").resolve())
     assert outputs["comment-url"].startswith("https://github.com/acme/models/pull/7#issuecomment-")
     errors = [line for line in proc.stdout.splitlines() if line.startswith("::error ")]
     warnings = [line for line in proc.stdout.splitlines() if line.startswith("::warning ")]
-    assert len(errors) == 3 and len(warnings) == 1
+    assert len(errors) == 5 and len(warnings) == 1
     assert errors[0].startswith("::error file=policy.yaml,line=19,title=gate%3A pruned-90 fails accuracy max_drop")
     summary = (tmp_path / "summary.md").read_text()
     assert summary.startswith((demo / "report" / "report.md").read_text().rstrip("\n"))

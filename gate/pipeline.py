@@ -96,6 +96,20 @@ def _device_run(policy: Policy, target: str | None, base_runner, runners: dict, 
                                    settled=settled if decided_by_timing else None, host=provenance.host())
 
 
+def _open_all(policy: Policy, dataset: Dataset):
+    """The base (its errors are fatal) and every candidate (an error is recorded, the others go on)."""
+    base_runner, base_info = _open(policy.base, policy, dataset)
+    failed: dict[str, CandidateMeasurements] = {}
+    runners, infos = {}, {}
+    for ref in policy.candidates:
+        try:
+            runners[ref.name], infos[ref.name] = _open(ref, policy, dataset)
+        except GateInputError as exc:
+            failed[ref.name] = CandidateMeasurements(info=ModelInfo(name=ref.name, path=str(ref.path)),
+                                                     error=exc.render(), error_kind="input")
+    return base_runner, base_info, runners, infos, failed
+
+
 def _open(ref: ModelRef, policy: Policy, dataset: Dataset):
     runner = open_runner(ref, output=policy.output, inputs=policy.data.inputs, max_mb=policy.max_file_mb)
     runner.bind(dataset)
@@ -120,16 +134,7 @@ def measure(policy: Policy, *, show_progress: bool | None = None, target: str | 
         raise GateInputError("has no group columns configured, but a rule judges subgroups", path=policy.source,
                              fix="name the group columns under data: groups: [column, ...]")
     groupings = groups.groupings_for(dataset.columns, dataset.group_keys, dataset.labels, per_class=per_class)
-    base_runner, base_info = _open(policy.base, policy, dataset)
-
-    failed: dict[str, CandidateMeasurements] = {}
-    runners, infos = {}, {}
-    for ref in policy.candidates:
-        try:
-            runners[ref.name], infos[ref.name] = _open(ref, policy, dataset)
-        except GateInputError as exc:
-            failed[ref.name] = CandidateMeasurements(info=ModelInfo(name=ref.name, path=str(ref.path)),
-                                                     error=exc.render(), error_kind="input")
+    base_runner, base_info, runners, infos, failed = _open_all(policy, dataset)
 
     n, y = dataset.n, dataset.labels
     keep_probs = "roc_auc" in judged
@@ -255,15 +260,7 @@ def measure_target(policy: Policy, target: str) -> Measurements:
     require_runnable(policy)
     started = provenance.now()
     dataset = load_dataset(policy.data, max_mb=policy.max_file_mb)
-    base_runner, base_info = _open(policy.base, policy, dataset)
-    failed: dict[str, CandidateMeasurements] = {}
-    runners, infos = {}, {}
-    for ref in policy.candidates:
-        try:
-            runners[ref.name], infos[ref.name] = _open(ref, policy, dataset)
-        except GateInputError as exc:
-            failed[ref.name] = CandidateMeasurements(info=ModelInfo(name=ref.name, path=str(ref.path)),
-                                                     error=exc.render(), error_kind="input")
+    base_runner, base_info, runners, infos, failed = _open_all(policy, dataset)
     host = provenance.host()
     device = _device_run(policy, target, base_runner, runners, everything=True)
     candidates = []

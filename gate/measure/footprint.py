@@ -108,6 +108,13 @@ def _weight_facts(model, tensors, path: Path) -> dict:
             weight_params += count
             weight_zeros += zeros
     macs, macs_by_op, unknown = _macs(model)
+    return weight_facts(by_dtype=by_dtype, bytes_by=bytes_by, nonzero=nonzero, weight_params=weight_params,
+                        weight_zeros=weight_zeros, macs=macs, macs_by_op=macs_by_op, unknown=unknown)
+
+
+def weight_facts(*, by_dtype: dict, bytes_by: dict, nonzero: int, weight_params: int, weight_zeros: int,
+                 macs: int | None, macs_by_op: dict, unknown: int) -> dict:
+    """The footprint facts every backend reports, in one shape."""
     return {
         "parameters_by_dtype": dict(sorted(by_dtype.items())),
         "bytes_by_dtype": dict(sorted(bytes_by.items())),

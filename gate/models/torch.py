@@ -22,6 +22,7 @@ import numpy as np
 
 from gate import safety
 from gate.errors import GateInputError
+from gate.measure.footprint import weight_facts
 from gate.policy import ModelRef
 
 INSTALL_FIX = "torch models need the torch extra: pip install 'gate[torch]'"
@@ -425,18 +426,9 @@ def _facts(tensors: list, torch) -> tuple[int, dict]:
         if t.dim() >= 2 and (t.is_floating_point() or t.is_quantized):
             weight_params += count
             weight_zeros += zeros
-    facts = {
-        "parameters_by_dtype": dict(sorted(by_dtype.items())),
-        "bytes_by_dtype": dict(sorted(bytes_by.items())),
-        "weight_bytes": sum(bytes_by.values()),
-        "nonzero_parameters": nonzero,
-        "weight_parameters": weight_params,
-        "weight_zeros": weight_zeros,
-        "sparsity": weight_zeros / weight_params if weight_params else None,
-        "macs": None,  # counted from ONNX graphs only
-        "macs_by_op": {},
-        "macs_unknown_nodes": 0,
-    }
+    # MACs are counted from ONNX graphs only
+    facts = weight_facts(by_dtype=by_dtype, bytes_by=bytes_by, nonzero=nonzero, weight_params=weight_params,
+                         weight_zeros=weight_zeros, macs=None, macs_by_op={}, unknown=0)
     return parameters, facts
 
 

@@ -52,6 +52,14 @@ def mlp(path, *, extra: int = 0):
 
 # ---- statistics with known answers ------------------------------------------------------------
 
+def test_threads_never_exceed_the_cpus_this_process_may_use():
+    usable, _ = speed.usable_cpus()
+    used, note = speed.threads_to_use(64)
+    assert used == usable < 64
+    assert "64 asked" in note
+    assert speed.threads_to_use(1) == (1, None)
+
+
 def test_mlperf_minimum_runs_for_a_percentile():
     assert min_runs_for(0.90) == 64
     assert min_runs_for(0.99) == 662
@@ -252,7 +260,7 @@ def speed_models(tmp_path_factory):
     policy = write_policy(d / "policy.yaml", rules, candidates={"same": "same.onnx", "slow": "slow.onnx"},
                           data={"path": "data.npz", "labels": "label"},
                           latency={"min_runs": 100, "min_time_s": 0.0, "max_time_s": 30,
-                                   "targets": {"edge": {"batch_size": 2, "threads": 64, "min_time_s": 0.2}}})
+                                   "targets": {"edge": {"batch_size": 2, "threads": 1, "min_time_s": 0.2}}})
     return d, policy
 
 
@@ -324,9 +332,9 @@ def test_measure_on_a_target_then_judge_merges_it_with_the_quality_results(on_ta
     same = [c for c in doc["candidates"] if c["info"]["name"] == "same"][0]
     assert same["metrics"] == {}  # no quality on the device
     settings = same["targets"]["edge"]["speed"]["settings"]
-    # 64 threads asked, never more than this process may use
-    assert settings["threads_used"] == settings["usable_cpus"] < 64
-    assert any("64 asked" in n for n in same["targets"]["edge"]["speed"]["notes"])
+    # one thread per model: two intra-op threads on this 2-core machine, with other work running,
+    # once judged an identical copy slower than 0.9 (oversubscription noise)
+    assert settings["threads_used"] == 1
     assert same["targets"]["edge"]["speed"]["candidate"]["batch"] == 2
     judged = run_cli("judge", d / "quality.json", d / "edge.json", "--policy", policy, "--out", d / "judged")
     assert judged.code == 1, judged

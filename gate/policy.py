@@ -4,17 +4,28 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import codecs
 import hashlib
+import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import yaml
+from yaml.composer import Composer
+from yaml.constructor import SafeConstructor
+from yaml.resolver import Resolver
+
+try:
+    from yaml._yaml import CParser as _CParser  # libyaml, shipped in PyYAML's wheels
+except ImportError:  # pragma: no cover - PyYAML built without libyaml
+    _CParser = None
 
 from gate.errors import GateInputError
 from gate.measure.registry import FAIRNESS, FOOTPRINT, MEMORY, QUALITY, SPEED, get_metric, known_names
 from gate.resources import policies_dir
-from gate.schema import AnyOf, DictOf, ListOf, Num, Obj, Problem, Str, where
+from gate.schema import AnyOf, DictOf, ListOf, Num, Obj, Problem, Str, key_part, show, where
 
 ABSOLUTE_BOUNDS = ("min", "max")
 DROP_BOUNDS = ("max_drop", "max_relative_drop")
@@ -180,26 +191,276 @@ class Policy:
     latency: dict = field(default_factory=dict)
 
 
-def _line_map(node: yaml.Node, path: tuple = (), out: dict | None = None,
-              problems: list | None = None) -> dict:
-    """path -> 1-based line, and duplicate keys (which PyYAML silently merges)."""
-    out = {} if out is None else out
-    out.setdefault(path, node.start_mark.line + 1)
+# Limits on what a policy may be. A policy is a page of YAML written by hand: the shipped presets
+# are under 2 KB and 100 values. These limits are far above any real policy and far below what
+# would let a stranger's pull request hang or crash the gate (PyYAML is pure Python here: about
+# 30,000 values a second, so 10,000 values parse in well under a second on a busy runner).
+MAX_POLICY_BYTES = 1_000_000  # checked on the file's size before reading it, and on the text
+MAX_DEPTH = 64  # nesting of lists and mappings, counted after aliases are expanded
+MAX_VALUES = 10_000  # scalars, lists and mappings, counted after aliases are expanded
+MAX_NUMBER_CHARS = 100  # no bound needs more digits; int() of a huge literal is slow or refused
+
+_YAML = "tag:yaml.org,2002:"
+_PLAIN_SCALARS = {_YAML + t for t in ("str", "int", "float", "bool", "null")}
+_SIZE_FIX = "a policy is a short page of rules: keep data and models in their own files"
+_TAG_FIX = ("remove the tag: a policy holds only plain strings, numbers, true/false, lists and mappings "
+            "(quote a value to make it a string)")
+
+
+def _tag_text(tag: str) -> str:
+    return show("!!" + tag[len(_YAML):] if tag.startswith(_YAML) else tag)
+
+
+class _Guards:
+    """Refuses tags, deep nesting and too many values while composing (mixed into a loader).
+
+    Composing is the only recursive step of PyYAML, so nesting is limited here, long before
+    Python's recursion limit; values and alias uses are counted here, so a huge document stops
+    early instead of being read to its end.
+    """
+
+    source: str
+    depth: int
+    values: int
+    positions_in_bytes = False  # how a ReaderError counts its position
+
+    def refuse(self, message: str, mark: Any, fix: str) -> NoReturn:
+        raise GateInputError(message, path=self.source, line=mark.line + 1 if mark is not None else None, fix=fix)
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        event = self.peek_event()  # type: ignore[attr-defined]
+        self.values += 1
+        if self.values > MAX_VALUES:
+            self.refuse(f"has more than {MAX_VALUES} values (scalars, lists, mappings and aliases); a policy "
+                        "may have at most that many", event.start_mark, _SIZE_FIX)
+        tag = getattr(event, "tag", None)
+        if tag is not None:
+            self.refuse(f"uses the YAML tag {_tag_text(tag)}; tags are not allowed in a policy", event.start_mark,
+                        _TAG_FIX)
+        self.depth += 1
+        try:
+            if self.depth > MAX_DEPTH:
+                self.refuse(f"nests lists and mappings more than {MAX_DEPTH} deep; a policy needs only a few "
+                            "levels", event.start_mark, "flatten the policy: rules is a list of flat mappings")
+            return super().compose_node(parent, index)  # type: ignore[misc]
+        finally:
+            self.depth -= 1
+
+
+class _PurePolicyLoader(_Guards, yaml.SafeLoader):
+    """The pure-Python SafeLoader, guarded: about 200 KB of YAML a second."""
+
+    def __init__(self, text: str, source: str) -> None:
+        self.source, self.depth, self.values = source, 0, 0
+        yaml.SafeLoader.__init__(self, text)
+
+
+if _CParser is not None:
+    class _FastPolicyLoader(_Guards, Composer, _CParser, SafeConstructor, Resolver):  # type: ignore[misc]
+        """libyaml scans and parses (in C, without recursion); the guarded Python composer builds the
+        nodes and SafeConstructor the data. A 1 MB policy reads in a fraction of a second, where the
+        pure-Python scanner needs seconds for some shapes (a long multi-word scalar)."""
+
+        positions_in_bytes = True
+
+        def __init__(self, text: str, source: str) -> None:
+            self.source, self.depth, self.values = source, 0, 0
+            _CParser.__init__(self, text)
+            Composer.__init__(self)
+            SafeConstructor.__init__(self)
+            Resolver.__init__(self)
+
+    _PolicyLoader: type = _FastPolicyLoader
+else:  # PyYAML built without libyaml
+    _PolicyLoader = _PurePolicyLoader
+
+# YAML 1.1 (PyYAML) reads 1e-3 and 5e-324 as strings: its floats need a dot. Users write bounds that way,
+# so exponents without a dot are numbers in a policy, as in YAML 1.2 and JSON.
+_EXPONENT = re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$")
+for _loader in {_PurePolicyLoader, _PolicyLoader}:
+    _loader.add_implicit_resolver(_YAML + "float", _EXPONENT, list("-+0123456789"))
+
+
+def _children(node: yaml.Node) -> list:
     if isinstance(node, yaml.MappingNode):
-        seen = set()
-        for key_node, value_node in node.value:
-            key = key_node.value
-            if key in seen and problems is not None:
-                problems.append(Problem(path + (key,), f"duplicate key '{key}' (line {key_node.start_mark.line + 1})."))
-            seen.add(key)
-            out[path + (key,)] = key_node.start_mark.line + 1
-            _line_map(value_node, path + (key,), out, problems)
-    elif isinstance(node, yaml.SequenceNode):
-        for i, item in enumerate(node.value):
-            out[path + (i,)] = item.start_mark.line + 1
-            _line_map(item, path + (i,), out, problems)
+        return [n for pair in node.value for n in pair]
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    return []
+
+
+def _inspect(node: yaml.Node, loader: _Guards) -> None:
+    """Refuse what composing lets through, visiting each node once (iteratively, so no recursion):
+
+    - an alias inside the node it names (`&a [*a]`), which would loop forever;
+    - aliases that expand beyond MAX_VALUES values or MAX_DEPTH levels ("billion laughs"): anchors
+      and aliases may share a few settings, never multiply a document;
+    - mapping keys that are lists or mappings (`? [a, b] : 1`), which no policy key is;
+    - scalars YAML reads as something a policy has no use for (a date, `=`), and numbers that are
+      too long or that YAML cannot convert (`0x_`), each with its line.
+    Plain scalars are constructed here, once, and reused when the document is constructed.
+    """
+    size: dict[int, int] = {}
+    height: dict[int, int] = {}
+    open_: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(node, False)]
+    while stack:
+        current, finished = stack.pop()
+        key = id(current)
+        line = current.start_mark.line + 1
+        if finished:
+            open_.discard(key)
+            kids = _children(current)
+            size[key] = 1 + sum(size[id(k)] for k in kids)
+            height[key] = 1 + max((height[id(k)] for k in kids), default=0)
+            if size[key] > MAX_VALUES:
+                loader.refuse(f"expands to more than {MAX_VALUES} values once its aliases (*name) are expanded "
+                              f"(the value at line {line}); anchors and aliases may share a few settings, not "
+                              "multiply them", current.start_mark, _SIZE_FIX)
+            if height[key] > MAX_DEPTH:
+                loader.refuse(f"nests lists and mappings more than {MAX_DEPTH} deep once its aliases (*name) are "
+                              f"expanded (the value at line {line})", current.start_mark,
+                              "flatten the policy: rules is a list of flat mappings")
+            continue
+        if key in size:
+            continue  # shared through an alias: already inspected
+        if key in open_:
+            loader.refuse("has an alias (*name) inside the value its anchor (&name) names, which never ends",
+                          current.start_mark, "remove that alias")
+        open_.add(key)
+        stack.append((current, True))
+        if isinstance(current, yaml.MappingNode):
+            for key_node, _ in current.value:
+                if not isinstance(key_node, yaml.ScalarNode):
+                    loader.refuse("has a list or mapping as a key; every key of a policy is a name",
+                                  key_node.start_mark, "write the key as a plain name, e.g. metric: accuracy")
+        elif isinstance(current, yaml.ScalarNode):
+            _inspect_scalar(current, loader)
+        stack.extend((k, False) for k in reversed(_children(current)) if id(k) not in size)
+
+
+def _inspect_scalar(node: yaml.ScalarNode, loader: Any) -> None:
+    tag, value = node.tag, node.value
+    if tag == _YAML + "merge":
+        return  # `<<: *defaults`, checked when the document is constructed
+    quote = f"quote it if you mean the text: '{value}'" if len(value) < 40 and "'" not in value else \
+        "quote it if you mean the text"
+    if tag == _YAML + "timestamp":
+        loader.refuse(f"has {show(value)}, which YAML reads as a date; a policy has no dates", node.start_mark,
+                      quote)
+    if tag not in _PLAIN_SCALARS:
+        loader.refuse(f"has {show(value)}, which YAML reads as {_tag_text(tag)}; a policy has no such values",
+                      node.start_mark, quote)
+    if tag in (_YAML + "int", _YAML + "float") and len(value) > MAX_NUMBER_CHARS:
+        loader.refuse(f"has a number {len(value)} characters long; a policy's numbers have at most "
+                      f"{MAX_NUMBER_CHARS}", node.start_mark, "write the number with fewer digits, e.g. 1e-6")
+    try:
+        loader.construct_object(node)
+    except (yaml.YAMLError, ValueError, OverflowError) as exc:
+        kind = {"int": "an integer", "float": "a number", "bool": "true or false"}.get(tag.rsplit(":", 1)[-1], "a value")
+        loader.refuse(f"has {show(value)}, which YAML cannot read as {kind}: {exc}",
+                      node.start_mark, quote)
+
+
+def _line_map(node: yaml.Node, loader: Any, problems: list | None = None) -> dict:
+    """path -> 1-based line, and duplicate keys (which PyYAML silently merges).
+
+    Each node is walked once: what an alias repeats keeps the line of the key that uses it.
+    Keys are path parts as the schema makes them (key_part of the constructed key).
+    """
+    out: dict = {}
+    walked: set[int] = set()
+
+    def walk(current: yaml.Node, path: tuple) -> None:
+        out.setdefault(path, current.start_mark.line + 1)
+        if id(current) in walked:
+            return
+        walked.add(id(current))
+        if isinstance(current, yaml.MappingNode):
+            seen = set()
+            for key_node, value_node in current.value:
+                key = _key_of(key_node, loader)
+                if key in seen and problems is not None:
+                    problems.append(Problem(path + (key,), f"duplicate key '{key}' (line "
+                                            f"{key_node.start_mark.line + 1})."))
+                seen.add(key)
+                out[path + (key,)] = key_node.start_mark.line + 1
+                walk(value_node, path + (key,))
+        elif isinstance(current, yaml.SequenceNode):
+            for i, item in enumerate(current.value):
+                out[path + (i,)] = item.start_mark.line + 1
+                walk(item, path + (i,))
+
+    walk(node, ())
     return out
 
+
+def _key_of(key_node: yaml.Node, loader: Any) -> str:
+    if not isinstance(key_node, yaml.ScalarNode) or key_node.tag in (_YAML + "str", _YAML + "merge"):
+        return str(key_node.value)
+    return key_part(loader.construct_object(key_node))  # constructed (and checked) by _inspect
+
+
+def _yaml_error(exc: Exception, text: str, source: str, loader_bytes: bool = False) -> GateInputError:
+    fix = "check the indentation and quoting at that line"
+    if isinstance(exc, yaml.reader.ReaderError):
+        line = None
+        if isinstance(exc.position, int):
+            before = text.encode("utf-8", "surrogatepass")[:exc.position] if loader_bytes else text[:exc.position]
+            line = before.count(b"\n" if loader_bytes else "\n") + 1
+        char = f"U+{exc.character:04X}" if isinstance(exc.character, int) else show(exc.character)
+        return GateInputError(f"is not valid YAML: the control character {char} is not allowed in YAML",
+                              path=source, line=line, fix="remove it; a policy is plain UTF-8 text")
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    line = mark.line + 1 if mark is not None else None
+    problem = getattr(exc, "problem", None) or str(exc)
+    context = getattr(exc, "context", None)
+    if "nesting depth" in str(problem):  # libyaml's own limit (1000), met while it scans ahead
+        return GateInputError(f"nests lists and mappings more than {MAX_DEPTH} deep; a policy needs only a few "
+                              "levels", path=source, line=line, fix="flatten the policy: rules is a list of flat "
+                              "mappings")
+    if context and "single document" in context:
+        return GateInputError("holds more than one YAML document; a policy is one document", path=source,
+                              line=line, fix="remove the `---` and what follows it, or merge the documents")
+    context_mark = getattr(exc, "context_mark", None)
+    if context and context_mark is not None:
+        message = f"{context} (line {context_mark.line + 1}): {problem}"
+    else:
+        message = f"{context}: {problem}" if context else problem
+    return GateInputError(f"is not valid YAML: {message}", path=source, line=line, fix=fix)
+
+
+def _read_yaml(text: str, source: str) -> tuple[Any, dict, list[Problem]]:
+    """Compose once, inspect the nodes, map lines, then construct the data from the same nodes."""
+    loader = None
+    try:
+        try:
+            loader = _PolicyLoader(text, source)
+            node = loader.get_single_node()
+        except RecursionError:
+            raise GateInputError("nests too deeply to read", path=source,
+                                 fix="flatten the policy: rules is a list of flat mappings") from None
+        except UnicodeEncodeError:  # a lone surrogate, only possible in a str built in Python
+            raise GateInputError("is not valid text (it holds a lone surrogate)", path=source,
+                                 fix="save the policy as UTF-8") from None
+        except yaml.YAMLError as exc:
+            raise _yaml_error(exc, text, source, _PolicyLoader.positions_in_bytes) from None
+        if node is None:
+            raise GateInputError("is empty", path=source, fix="start from a preset in policies/ or the README")
+        _inspect(node, loader)
+        problems: list[Problem] = []
+        lines = _line_map(node, loader, problems)
+        try:
+            raw = loader.construct_document(node)
+        except (yaml.YAMLError, ValueError, OverflowError, RecursionError) as exc:
+            if isinstance(exc, yaml.YAMLError):
+                raise _yaml_error(exc, text, source, _PolicyLoader.positions_in_bytes) from None
+            raise GateInputError(f"cannot be read: {exc}", path=source, fix="check the values YAML converts "
+                                 "(numbers, true/false); quote them to make them strings") from None
+        return raw, lines, problems
+    finally:
+        if loader is not None:
+            loader.dispose()
 
 def _line_of(lines: dict, path: tuple) -> int | None:
     while path not in lines and path:
@@ -253,12 +514,13 @@ def _target_problems(raw: dict, spec, path: tuple, targets: dict) -> list[Proble
     if not spec.device:
         return [Problem(path + ("target",), f"'{name}' does not depend on the device it runs on; drop target "
                         "(only speed and memory metrics are measured per target).")]
-    if target not in targets:
-        hint = difflib.get_close_matches(target, list(targets), n=1)
+    names = [k for k in targets if isinstance(k, str)]
+    if target not in names:
+        hint = difflib.get_close_matches(target, names, n=1)
         if hint:
             extra = f" Did you mean '{hint[0]}'?"
-        elif targets:
-            extra = f" Defined: {', '.join(targets)}."
+        elif names:
+            extra = f" Defined: {', '.join(names)}."
         else:
             extra = f" Define it under latency: targets: {{{target}: {{threads: 1}}}}."
         return [Problem(path + ("target",), f"names the target '{target}', which latency.targets does not "
@@ -272,7 +534,7 @@ def _latency_problems(latency: Any) -> list[Problem]:
         return []
     problems = []
     targets = latency.get("targets") if isinstance(latency.get("targets"), dict) else {}
-    for where, values in [(("latency",), latency)] + [(("latency", "targets", k), {**latency, **v})
+    for where, values in [(("latency",), latency)] + [(("latency", "targets", key_part(k)), {**latency, **v})
                                                        for k, v in targets.items() if isinstance(v, dict)]:
         lo, hi = values.get("min_time_s", 1.0), values.get("max_time_s", 10.0)
         if isinstance(lo, (int, float)) and isinstance(hi, (int, float)) and hi < lo:
@@ -281,11 +543,12 @@ def _latency_problems(latency: Any) -> list[Problem]:
     return problems
 
 
-def _rule_problems(raw: dict, i: int, task: str, has_groups: bool | None = None,
+def _rule_problems(raw: dict, i: int, task: str | None, has_groups: bool | None = None,
                    targets: dict | None = None) -> list[Problem]:
     path = ("rules", i)
     problems = []
     name = raw.get("metric")
+    name = name if isinstance(name, str) and name.strip() else None  # else the schema says why
     spec = get_metric(name) if name else None
     if name and spec is None:
         hint = difflib.get_close_matches(name, known_names(), n=1)
@@ -311,7 +574,7 @@ def _rule_problems(raw: dict, i: int, task: str, has_groups: bool | None = None,
         elif bound in INCREASE_BOUNDS and spec.higher_is_better:
             problems.append(Problem(path + (bound,), f"'{name}' is higher-is-better, so a regression is a drop; use "
                                     f"{bound.replace('increase', 'drop')}."))
-    if task not in spec.tasks:
+    if task is not None and task not in spec.tasks:
         problems.append(Problem(path + ("metric",), f"'{name}' is a {' / '.join(spec.tasks)} metric, "
                                 f"but the policy's task is {task}."))
     return problems
@@ -328,21 +591,14 @@ def _model(value: Any, name: str, root: Path) -> ModelRef | None:
 
 def parse_policy(text: str, source: str, root: Path) -> Policy:
     """Validate a policy text completely; paths are resolved against `root`."""
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark is not None else None
-        raise GateInputError(f"is not valid YAML: {getattr(exc, 'problem', exc)}", path=source, line=line,
-                             fix="check the indentation and quoting at that line") from None
-    if node is None:
-        raise GateInputError("is empty", path=source, fix="start from a preset in policies/ or the README")
-    problems: list[Problem] = []
-    lines = _line_map(node, problems=problems)
-    raw = yaml.SafeLoader(text).get_single_data()
+    if len(text) > MAX_POLICY_BYTES:
+        raise GateInputError(f"is {len(text)} characters long; a policy may be at most {MAX_POLICY_BYTES} (1 MB)",
+                             path=source, fix=_SIZE_FIX)
+    raw, lines, problems = _read_yaml(text, source)
     checked = SCHEMA.check(raw, (), problems)
     if isinstance(raw, dict) and isinstance(raw.get("rules"), list):
         task = raw.get("task", "classification")
+        task = task if task in ("classification", "regression") else None  # else the schema says why
         data = raw.get("data")
         # unknown when the data comes from --data alone: checked again when measuring
         has_groups = bool(data.get("groups")) if isinstance(data, dict) else None
@@ -386,9 +642,19 @@ def presets() -> dict[str, Path]:
 
 
 def load_policy(spec: str | Path) -> Policy:
-    """A policy file, or the name of a shipped preset."""
+    """A policy file, or the name of a shipped preset.
+
+    The file must be a regular file (a symlink to /dev/zero or a pipe would never end) of at most
+    MAX_POLICY_BYTES, checked before reading, in UTF-8 (a byte order mark is fine).
+    """
     path = Path(spec)
-    if not path.exists():
+    try:
+        info = path.stat()
+    except (FileNotFoundError, NotADirectoryError):
+        info = None
+    except (OSError, ValueError) as exc:  # a name too long, a symlink loop, a NUL byte
+        raise GateInputError(f"cannot be read: {exc}", path=spec, fix="give a policy file or a preset name") from None
+    if info is None:
         shipped = presets()
         if str(spec) in shipped:
             preset = shipped[str(spec)]
@@ -397,16 +663,42 @@ def load_policy(spec: str | Path) -> Policy:
         fix = f"did you mean the preset '{hint[0]}'?" if hint else \
             f"give a policy file, or a preset name: {', '.join(shipped)}"
         raise GateInputError("no such policy file or preset", path=spec, fix=fix)
+    if not stat.S_ISREG(info.st_mode):
+        raise GateInputError("is not a regular file (a directory, device or pipe)", path=path,
+                             fix="give the policy's YAML file")
+    if info.st_size > MAX_POLICY_BYTES:
+        raise GateInputError(f"is {info.st_size} bytes; a policy may be at most {MAX_POLICY_BYTES} bytes (1 MB)",
+                             path=path, fix=_SIZE_FIX)
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise GateInputError(f"cannot be read: {exc}", path=path, fix="give a readable UTF-8 YAML file") from None
+        with path.open("rb") as handle:
+            data = handle.read(MAX_POLICY_BYTES + 1)  # the file may have grown since stat
+    except OSError as exc:
+        raise GateInputError(f"cannot be read: {exc.strerror or exc}", path=path,
+                             fix="give a readable UTF-8 YAML file") from None
+    if len(data) > MAX_POLICY_BYTES:
+        raise GateInputError(f"is larger than {MAX_POLICY_BYTES} bytes; a policy may be at most 1 MB", path=path,
+                             fix=_SIZE_FIX)
+    try:
+        text = data.decode("utf-8")  # a BOM stays in the text: YAML skips it, and the hash is the file's
+    except UnicodeDecodeError as exc:
+        utf16 = data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE))
+        raise GateInputError("is UTF-16, not UTF-8" if utf16 else
+                             f"is not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start})",
+                             path=path, line=data.count(b"\n", 0, exc.start) + 1,
+                             fix="save the policy as UTF-8") from None
     return parse_policy(text, str(path), path.resolve().parent)
+
+
+def _blank(text: str | None) -> bool:
+    return text is not None and not text.strip()
 
 
 def with_overrides(policy: Policy, *, base: str | None = None, candidates: list[str] | None = None,
                    data: str | None = None) -> Policy:
     """Command-line flags win over the policy; their paths are relative to the working directory."""
+    for flag, value in (("--base", base), ("--data", data)):
+        if _blank(value):
+            raise GateInputError("is empty", path=flag, fix=f"give a path after {flag}, or leave the flag out")
     changes: dict[str, Any] = {}
     if base:
         changes["base"] = ModelRef(name="base", path=Path(base))
@@ -416,6 +708,12 @@ def with_overrides(policy: Policy, *, base: str | None = None, candidates: list[
             name, sep, path = item.partition("=")
             if not sep:
                 name, path = Path(item).stem, item
+            if not path.strip():
+                raise GateInputError(f"{item!r} has no model path", path="--candidate",
+                                     fix="give NAME=PATH or PATH: --candidate int8=models/int8.onnx")
+            if not name.strip():
+                raise GateInputError(f"{item!r} has no candidate name", path="--candidate",
+                                     fix="name it: --candidate int8=models/int8.onnx")
             refs.append(ModelRef(name=name, path=Path(path)))
         names = [r.name for r in refs]
         dupes = sorted({n for n in names if names.count(n) > 1})

@@ -7,6 +7,7 @@ what `gate policy check` accepts.
 from __future__ import annotations
 
 import difflib
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,14 +26,48 @@ def where(path: Path_) -> str:
     for part in path:
         if isinstance(part, int):
             out += f"[{part + 1}]" if path and path[0] == "rules" else f"[{part}]"
+        elif not str(part).strip():
+            out += f"[{str(part)!r}]"  # an empty or blank name
         else:
             out += ("." if out else "") + str(part)
     return out or "the document"
 
 
-def _show(value: Any) -> str:
+def show(value: Any) -> str:
+    """A user's value for a message: repr, cut to 60 characters."""
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
+
+
+def key_part(key: Any) -> str:
+    """A mapping key as a path part: names as they are, YAML's other scalars as YAML writes them.
+
+    Path parts that are ints are list indices, so a key YAML read as a number becomes text here.
+    """
+    if isinstance(key, str):
+        return key
+    if key is None:
+        return "null"
+    if isinstance(key, bool):
+        return "true" if key else "false"
+    return str(key) if isinstance(key, (int, float)) else show(key)
+
+
+def _finite(value: int | float) -> bool:
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int beyond the float range
+        return False
+
+
+def _yaml_kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true/false"
+    if isinstance(value, (int, float)):
+        return "a number"
+    return type(value).__name__
 
 
 class Spec:
@@ -76,15 +111,19 @@ class Num(Spec):
         rng = self._range_text()
         wanted = kind + (f" {rng}" if rng else "")
         ok_type = isinstance(value, int) if self.integer else isinstance(value, (int, float))
-        if isinstance(value, bool) or not ok_type or value != value:
-            problems.append(Problem(path, f"must be {wanted}. Got {_show(value)}."))
+        if isinstance(value, bool) or not ok_type:
+            problems.append(Problem(path, f"must be {wanted}. Got {show(value)}."))
+            return None
+        if not self.integer and not _finite(value):
+            # .inf / .nan would make every comparison pass or every comparison fail
+            problems.append(Problem(path, f"must be a finite number{f' {rng}' if rng else ''}. Got {show(value)}."))
             return None
         bad = ((self.minimum is not None and value < self.minimum)
                or (self.maximum is not None and value > self.maximum)
                or (self.exclusive_minimum is not None and value <= self.exclusive_minimum)
                or (self.exclusive_maximum is not None and value >= self.exclusive_maximum))
         if bad:
-            problems.append(Problem(path, f"must be {wanted}. Got {_show(value)}."))
+            problems.append(Problem(path, f"must be {wanted}. Got {show(value)}."))
             return None
         return value if self.integer else float(value)
 
@@ -104,13 +143,13 @@ class Str(Spec):
     description: str = ""
 
     def check(self, value, path, problems):
-        if not isinstance(value, str) or not value:
-            problems.append(Problem(path, f"must be a non-empty string. Got {_show(value)}."))
+        if not isinstance(value, str) or not value.strip():
+            problems.append(Problem(path, f"must be a non-empty string. Got {show(value)}."))
             return None
         if self.enum is not None and value not in self.enum:
             hint = difflib.get_close_matches(value, self.enum, n=1)
             extra = f" Did you mean '{hint[0]}'?" if hint else ""
-            problems.append(Problem(path, f"must be one of {', '.join(self.enum)}. Got {_show(value)}.{extra}"))
+            problems.append(Problem(path, f"must be one of {', '.join(self.enum)}. Got {show(value)}.{extra}"))
             return None
         return value
 
@@ -129,7 +168,7 @@ class ListOf(Spec):
 
     def check(self, value, path, problems):
         if not isinstance(value, list):
-            problems.append(Problem(path, f"must be a list. Got {_show(value)}."))
+            problems.append(Problem(path, f"must be a list. Got {show(value)}."))
             return None
         if len(value) < self.min_items:
             problems.append(Problem(path, f"must have at least {self.min_items} item(s)."))
@@ -151,14 +190,16 @@ class DictOf(Spec):
 
     def check(self, value, path, problems):
         if not isinstance(value, dict):
-            problems.append(Problem(path, f"must be a mapping of name: value. Got {_show(value)}."))
+            problems.append(Problem(path, f"must be a mapping of name: value. Got {show(value)}."))
             return None
         if len(value) < self.min_items:
             problems.append(Problem(path, f"must have at least {self.min_items} entry."))
         out = {}
         for key, val in value.items():
-            if not isinstance(key, str) or not key:
-                problems.append(Problem(path, f"names must be non-empty strings. Got {_show(key)}."))
+            if not isinstance(key, str) or not key.strip():
+                kind = "" if isinstance(key, str) else f" (YAML reads it as {_yaml_kind(key)}; quote it)"
+                problems.append(Problem(path + (key_part(key),), f"names must be non-empty strings. "
+                                        f"Got {show(key)}{kind}."))
                 continue
             out[key] = self.value.check(val, path + (key,), problems)
         return out
@@ -179,10 +220,14 @@ class Obj(Spec):
 
     def check(self, value, path, problems):
         if not isinstance(value, dict):
-            problems.append(Problem(path, f"must be a mapping with keys {', '.join(self.fields)}. Got {_show(value)}."))
+            problems.append(Problem(path, f"must be a mapping with keys {', '.join(self.fields)}. Got {show(value)}."))
             return None
         out = {}
         for key, val in value.items():
+            if not isinstance(key, str):
+                problems.append(Problem(path + (key_part(key),), f"is not a name: YAML reads this key as "
+                                        f"{_yaml_kind(key)}. Allowed: {', '.join(self.fields)}."))
+                continue
             if key not in self.fields:
                 hint = difflib.get_close_matches(str(key), list(self.fields), n=1, cutoff=0.6)
                 extra = f" Did you mean '{hint[0]}'?" if hint else f" Allowed: {', '.join(self.fields)}."

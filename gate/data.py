@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from gate.checks import Where, check_cast, check_feature, check_group, check_labels
 from gate.errors import GateInputError
 from gate.files import check_readable, sha256_of
 from gate.policy import DataSpec
@@ -28,7 +29,13 @@ class Dataset:
     columns: dict[str, np.ndarray]  # whole columns, shared by every model (sliced, never copied per model)
     labels_key: str | None
     group_keys: tuple = ()
+    row_lines: np.ndarray | None = None  # CSV: the line of every sample, for messages
     _stacked: dict = field(default_factory=dict, repr=False)
+    _checked: set = field(default_factory=set, repr=False)  # columns that passed the feature check
+
+    @property
+    def where(self) -> Where:
+        return Where(path=self.path, lines=self.row_lines)
 
     @property
     def sha256(self) -> str:
@@ -43,18 +50,38 @@ class Dataset:
         return self.columns[self.labels_key] if self.labels_key else None
 
     def column(self, spec: str | list, *, for_input: str, model: Path) -> np.ndarray:
-        """A data key, a column, a list of columns or a glob of columns, as one array."""
+        """A data key, a column, a list of columns or a glob of columns, as one array.
+
+        Every column that feeds a model passes the input checker once (not once per model)."""
         if isinstance(spec, str) and spec in self.columns:
+            self._check_feature(spec, for_input, model)
             return self.columns[spec]
         names = self._expand(spec)
         if not names:
             raise GateInputError(f"has no key or column {spec!r} for the input '{for_input}' of {model.name}",
                                  path=self.path, fix=f"map the input to one of: {', '.join(self.columns)[:300]}")
+        for name in names:
+            self._check_feature(name, for_input, model)
         key = tuple(names)
         if key not in self._stacked:
             # one stacked copy per mapping, shared by all models
             self._stacked[key] = np.column_stack([self.columns[n] for n in names])
         return self._stacked[key]
+
+    def check_cast(self, spec: str | list, want, *, for_input: str, model: Path) -> None:
+        """The columns of `spec` hold values that a narrowing cast to `want` keeps (checked once per type)."""
+        names = [spec] if isinstance(spec, str) and spec in self.columns else self._expand(spec)
+        for name in names:
+            key = (name, np.dtype(want).str)
+            if key not in self._checked:
+                check_cast(self.columns[name], want, name, self.where,
+                           used_by=f"the input '{for_input}' of {model.name}")
+                self._checked.add(key)
+
+    def _check_feature(self, name: str, for_input: str, model: Path) -> None:
+        if name not in self._checked:
+            check_feature(self.columns[name], name, self.where, used_by=f"the input '{for_input}' of {model.name}")
+            self._checked.add(name)
 
     def _expand(self, spec: str | list) -> list[str]:
         patterns = [spec] if isinstance(spec, str) else list(spec)
@@ -129,15 +156,17 @@ def _as_numbers(values: list[str]) -> np.ndarray:
     return numbers
 
 
-def _load_csv(path: Path) -> dict[str, np.ndarray]:
+def _load_csv(path: Path) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Columns (numbers where every cell of a column is one, else text) and the line of every row."""
     try:
-        with open(path, newline="", encoding="utf-8") as handle:
+        # utf-8-sig: a byte-order mark (as Excel writes) is dropped, not glued to the first column name
+        with open(path, newline="", encoding="utf-8-sig") as handle:
             reader = csv.reader(handle)
             header = next(reader, None)
             if not header:
                 raise GateInputError("is empty; a header row is expected", path=path, line=1,
                                      fix="first row: column names")
-            rows = []
+            rows, lines = [], []
             for row in reader:
                 if not row:
                     continue
@@ -145,6 +174,7 @@ def _load_csv(path: Path) -> dict[str, np.ndarray]:
                     raise GateInputError(f"has {len(row)} fields where the header has {len(header)}", path=path,
                                          line=reader.line_num, fix="every row needs one value per header column")
                 rows.append(row)
+                lines.append(reader.line_num)
     except UnicodeDecodeError:
         raise GateInputError("is not UTF-8 text", path=path, fix="save the CSV as UTF-8") from None
     if not rows:
@@ -152,23 +182,30 @@ def _load_csv(path: Path) -> dict[str, np.ndarray]:
     dupes = sorted({h for h in header if header.count(h) > 1})
     if dupes:
         raise GateInputError(f"has the column {dupes[0]!r} twice", path=path, line=1, fix="give columns unique names")
-    return {name: _as_numbers([r[i] for r in rows]) for i, name in enumerate(header)}
+    columns = {name: _as_numbers([r[i] for r in rows]) for i, name in enumerate(header)}
+    return columns, np.asarray(lines, dtype=np.int64)
 
 
 def load_dataset(spec: DataSpec, *, max_mb: float) -> Dataset:
     path = spec.path
     size = check_readable(path, "calibration data", max_mb)
     suffix = path.suffix.lower()
+    lines = None
     if suffix == ".npz":
         columns = _load_npz(path)
     elif suffix == ".csv":
-        columns = _load_csv(path)
+        columns, lines = _load_csv(path)
     else:
         raise GateInputError(f"has the unsupported format {suffix or '(no extension)'}", path=path,
                              fix="give a .npz or .csv file")
     if not columns:
         raise GateInputError("holds no arrays", path=path, fix="store the model inputs and labels in it")
-    lengths = {k: len(v) if v.ndim else 0 for k, v in columns.items()}
+    scalars = [k for k, v in columns.items() if v.ndim == 0]
+    if scalars:
+        raise GateInputError(f"holds a single value (a 0-d array) under the key {scalars[0]!r}, not one value per "
+                             "sample", path=path, fix=f"store {scalars[0]!r} with one row per sample, or leave it out "
+                             "of the calibration data")
+    lengths = {k: len(v) for k, v in columns.items()}
     n = max(lengths.values())
     short = [k for k, length in lengths.items() if length != n]
     if short:
@@ -182,11 +219,17 @@ def load_dataset(spec: DataSpec, *, max_mb: float) -> Dataset:
     elif labels not in columns:
         raise GateInputError(f"has no labels key {labels!r}", path=path,
                              fix=f"set data.labels to one of: {', '.join(columns)[:300]}")
+    where = Where(path=path, lines=lines)
+    if labels is not None:
+        columns[labels] = _one_per_sample(columns[labels])
+        check_labels(columns[labels], labels, where)
     for group in spec.groups:
         for key in (group if isinstance(group, tuple) else (group,)):
             if key not in columns:
                 raise GateInputError(f"has no group column {key!r}", path=path,
                                      fix=f"set data.groups to columns of: {', '.join(columns)[:300]}")
+            columns[key] = _one_per_sample(columns[key])
+            check_group(columns[key], key, where)
     # hashing re-reads the whole file: overlap it with inference (hashlib releases the GIL)
     digest: Future = Future()
 
@@ -198,4 +241,9 @@ def load_dataset(spec: DataSpec, *, max_mb: float) -> Dataset:
 
     threading.Thread(target=hash_in_background, name="gate-data-sha256", daemon=True).start()
     return Dataset(path=path, digest=digest, size_bytes=size, columns=columns,
-                   labels_key=labels, group_keys=tuple(spec.groups))
+                   labels_key=labels, group_keys=tuple(spec.groups), row_lines=lines)
+
+
+def _one_per_sample(array: np.ndarray) -> np.ndarray:
+    """An (n, 1) column as (n,) (a view): labels and groups saved as column vectors."""
+    return array.reshape(-1) if array.ndim == 2 and array.shape[1] == 1 else array

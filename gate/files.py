@@ -11,13 +11,17 @@ MB = 1_000_000
 
 
 def check_readable(path: Path, what: str, max_mb: float) -> int:
-    """Size in bytes; refuses missing and oversized files before anything reads them."""
+    """Size in bytes; refuses missing, empty and oversized files before anything reads them."""
     if not path.exists():
         raise GateInputError(f"{what} not found", path=path,
                              fix="check the path (paths in a policy are relative to the policy file)")
     if not path.is_file():
         raise GateInputError(f"{what} is not a file", path=path, fix="point to the file itself")
     size = path.stat().st_size
+    if size == 0:
+        raise GateInputError(f"{what} is empty (0 bytes)", path=path,
+                             fix="copy or write the complete file again (an interrupted download, copy or export "
+                             "leaves an empty file)")
     if size > max_mb * MB:
         raise GateInputError(f"{what} is {size / MB:,.1f} MB, over the limit of {max_mb:g} MB", path=path,
                              fix="raise max_file_mb in the policy if this size is expected")

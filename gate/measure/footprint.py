@@ -47,7 +47,8 @@ def model_facts(path: Path, *, weights: bool = True) -> tuple[list[dict], int, d
     """Files and parameter count as onnx_footprint, plus (weights=True) the facts of the stored
     weights: counts and bytes by data type, zeros, sparsity and a MAC estimate."""
     import onnx
-    from onnx.external_data_helper import ExternalDataInfo, uses_external_data
+
+    from gate.safety import check_external_data
 
     try:
         model = onnx.load(str(path), load_external_data=False)
@@ -62,12 +63,9 @@ def model_facts(path: Path, *, weights: bool = True) -> tuple[list[dict], int, d
             tensors.extend(a.t for a in node.attribute if a.type == onnx.AttributeProto.TENSOR)
     for tensor in tensors:
         parameters += _count(tensor.dims)
-        if uses_external_data(tensor):
-            location = path.parent / ExternalDataInfo(tensor).location
-            if not location.exists():
-                raise GateInputError(f"refers to the external data file {location.name}, which is missing",
-                                     path=path, fix="keep the .onnx.data file next to the model")
-            files[str(location)] = location.stat().st_size
+    # every external location checked (inside the model's folder, long enough) before any weight is read
+    for location, size in check_external_data(path, model):
+        files[str(location)] = size
     listed = [{"path": p, "size_bytes": s} for p, s in files.items()]
     if not weights:
         return listed, parameters, None

@@ -6,9 +6,11 @@ from pathlib import Path
 
 import numpy as np
 
+from gate.checks import check_input_names
 from gate.errors import GateInputError
 from gate.files import check_readable
 from gate.policy import ModelRef
+from gate.safety import check_external_data
 
 _ORT_TYPES = {
     "tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(float16)": np.float16,
@@ -24,6 +26,7 @@ class OnnxRunner:
         self.path = ref.path
         self._mapping = inputs
         check_readable(self.path, "model", max_mb)
+        check_external_data(self.path, max_mb=max_mb)  # before onnxruntime reads any external weights
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -57,9 +60,14 @@ class OnnxRunner:
 
     def bind(self, dataset) -> None:
         model_inputs = self.session.get_inputs()
+        check_input_names(self._mapping, [inp.name for inp in model_inputs], self.path)
         features = dataset.feature_keys()
         fixed_batches = set()
         for inp in model_inputs:
+            want = _ORT_TYPES.get(inp.type)
+            if want is None:
+                raise GateInputError(f"input '{inp.name}' has the type {inp.type}, which the gate cannot feed",
+                                     path=self.path, fix="export the model with numeric tensor inputs")
             spec = self._mapping.get(inp.name)
             if spec is None:
                 if inp.name in dataset.columns:
@@ -75,16 +83,13 @@ class OnnxRunner:
             array = dataset.column(spec, for_input=inp.name, model=self.path)
             if array.ndim == 1 and len(inp.shape) == 2 and not (isinstance(inp.shape[1], int) and inp.shape[1] != 1):
                 array = array.reshape(-1, 1)  # one CSV column feeding a (batch, 1) input: a view, not a copy
-            want = _ORT_TYPES.get(inp.type)
-            if want is None:
-                raise GateInputError(f"input '{inp.name}' has the type {inp.type}, which the gate cannot feed",
-                                     path=self.path, fix="export the model with numeric tensor inputs")
             if array.dtype != want:
                 if not (np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_) or \
                         not np.can_cast(array.dtype, want, casting="same_kind"):
                     raise GateInputError(f"input '{inp.name}' of {self.path.name} expects {np.dtype(want).name}, "
                                          f"but the data {spec!r} holds {array.dtype}", path=dataset.path,
                                          fix=f"store {spec!r} as {np.dtype(want).name}")
+                dataset.check_cast(spec, want, for_input=inp.name, model=self.path)
             dims = list(inp.shape)
             sample_dims = dims[1:]
             if len(sample_dims) != array.ndim - 1 or any(

@@ -21,12 +21,15 @@ from pathlib import Path
 import numpy as np
 
 from gate import safety
+from gate.checks import check_input_names
 from gate.errors import GateInputError
 from gate.measure.footprint import weight_facts
 from gate.policy import ModelRef
 
 INSTALL_FIX = "torch models need the torch extra: pip install 'gate[torch]'"
 _FACTORY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*$")
+_NUMPY_OF = {name: np.dtype(name) for name in ("float16", "float32", "float64", "int8", "uint8", "int16", "int32",
+                                                "int64")}  # torch dtypes whose range numpy knows
 _FORMATS = {safety.TORCH_EXPORT: "torch.export program", safety.TORCHSCRIPT: "TorchScript module",
             safety.SAFETENSORS: "safetensors state dict"}
 
@@ -172,6 +175,7 @@ class TorchRunner:
     # ---------------------------------------------------------------- data
 
     def bind(self, dataset) -> None:
+        check_input_names(self._mapping, self._names, self.path)
         features = dataset.feature_keys()
         fixed = set()
         float_dtype = self._float_dtype()
@@ -207,6 +211,9 @@ class TorchRunner:
                 want = float_dtype if np.issubdtype(array.dtype, np.floating) else None
             if want is not None:
                 self._check_cast(array, want, name, spec, dataset.path)
+                narrow = _NUMPY_OF.get(str(want).replace("torch.", ""))
+                if narrow is not None and array.dtype != narrow:
+                    dataset.check_cast(spec, narrow, for_input=name, model=self.path)
             self._feeds[name] = array
             self._dtypes[name] = want
         if len(fixed) > 1:

@@ -462,3 +462,169 @@ def test_samples_to_decide_from_interval_undecidable() -> None:
     for bad in ({"estimate": math.nan}, {"half_width": math.nan}, {"bound": math.nan}):
         kwargs = {"n": 500, "estimate": 0.0, "half_width": 0.02, "bound": 0.01, **bad}
         assert samples_to_decide_from_interval(confidence=0.95, **kwargs) is None
+
+
+# --------------------------------------------------------------------------
+# Relative change: paired ratio intervals
+# --------------------------------------------------------------------------
+
+
+def test_bootstrap_relative_change_is_the_percentile_interval_of_the_log_ratio() -> None:
+    rng = np.random.default_rng(4)
+    base = rng.lognormal(0.0, 0.3, 2000) + 0.5
+    cand = base * rng.lognormal(0.05, 0.1, 2000)
+    rel = st.relative_change_from_bootstrap(cand, base, base_value=1.0, confidence=0.95)
+    log_ends = np.quantile(np.log(cand / base), [0.025, 0.975])
+    assert rel.interval.method == "bootstrap-ratio"
+    assert [rel.interval.low, rel.interval.high] == pytest.approx(list(np.expm1(log_ends)), abs=1e-3)
+    assert rel.grid == pytest.approx(list(np.quantile(cand / base - 1, st.QUANTILE_LEVELS)), abs=1e-12)
+
+
+def test_relative_change_of_the_reported_log_loss_never_goes_below_minus_one() -> None:
+    # The reported shape: "relative increase of log_loss is -0.5907 (95% CI -1.1813 to -0.2325)".
+    rng = np.random.default_rng(5)
+    base = np.concatenate([rng.exponential(0.05, 95), rng.exponential(3.0, 5)])  # a few confident mistakes
+    cand = base * rng.uniform(0.0, 0.8, 100)
+    idx = rng.integers(0, 100, size=(1000, 100))
+    rel = st.relative_change_from_bootstrap(cand[idx].mean(1), base[idx].mean(1), base_value=float(base.mean()),
+                                            confidence=0.95)
+    assert -1.0 <= rel.interval.low <= cand.mean() / base.mean() - 1 <= rel.interval.high
+    assert min(rel.grid) >= -1.0
+
+
+def test_bootstrap_relative_change_handles_zero_and_signed_bases() -> None:
+    # a resample whose base is 0: an infinite change (or none when the candidate is 0 too)
+    base = np.array([0.0, 1.0, 1.0, 1.0, 1.0])
+    cand = np.array([0.5, 1.0, 1.1, 0.9, 1.0])
+    rel = st.relative_change_from_bootstrap(cand, base, base_value=0.8, confidence=0.5)
+    assert rel.grid[-1] == math.inf and rel.interval.low >= -1.0
+    # a signed metric (r2) whose base keeps its sign: (cand - base) / |base| per resample
+    base = np.array([0.5, 0.6, 0.55, 0.52])
+    cand = np.array([-0.1, 0.2, 0.3, 0.1])
+    rel = st.relative_change_from_bootstrap(cand, base, base_value=0.55, confidence=0.5)
+    assert rel.interval.method == "bootstrap-relative" and min(rel.grid) < -1.0
+    # a base not distinguishable from 0: refused, with a reason that names the fix
+    rel = st.relative_change_from_bootstrap(np.array([0.1, 0.2]), np.array([-0.05, 0.04]), base_value=0.01,
+                                            confidence=0.95)
+    assert rel.interval is None and "max_drop" in rel.unavailable
+    assert st.relative_change_from_bootstrap(cand, base, base_value=0.0, confidence=0.95).interval is None
+
+
+def test_paired_proportion_relative_change_basics() -> None:
+    # a function of the table alone: the same counts give the same interval
+    a = st.paired_proportion_relative_change(30, 10, 1000, 880, confidence=0.95)
+    assert a == st.paired_proportion_relative_change(30, 10, 1000, 880, confidence=0.95)
+    assert a.interval.method == "jeffreys-ratio"
+    assert a.interval.low < (10 - 30) / 900 < a.interval.high < 0
+    # no discordant pairs: never a zero-width interval (a plain multinomial bootstrap gives [0, 0])
+    z = st.paired_proportion_relative_change(0, 0, 50, 40, confidence=0.95)
+    assert z.interval.low < 0 < z.interval.high
+    assert z.interval.high - z.interval.low > 0.02
+    # width comparable to Tango's delta interval over the base
+    tango = paired_proportion_diff_interval(30, 10, 1000, 0.95)
+    assert a.interval.high - a.interval.low == pytest.approx((tango.high - tango.low) / 0.9, rel=0.15)
+    assert st.paired_proportion_relative_change(5, 0, 10, 0, confidence=0.95).interval.high >= -1.0
+    assert st.paired_proportion_relative_change(0, 3, 10, 3, confidence=0.95).unavailable  # base 0
+    with pytest.raises(ValueError):
+        st.paired_proportion_relative_change(5, 6, 10, 2, confidence=0.95)  # k < c
+
+
+# --------------------------------------------------------------------------
+# Sample advice is always for more samples than were measured
+# --------------------------------------------------------------------------
+
+
+def test_reported_lopsided_bootstrap_advice_is_more_than_measured() -> None:
+    # "about 278 samples would decide it (measured on 285)": a lopsided bootstrap interval whose mean
+    # half-width is shorter than the gap while its upper end is past the bound.
+    n, observed, low, high, bound = 285, 0.0, 0.0, 0.06, 0.05
+    old = samples_to_decide_from_interval(n=n, estimate=observed, half_width=(high - low) / 2, bound=bound,
+                                          confidence=0.95)
+    assert old is not None and old <= n  # the bug: a mean half-width below the gap
+    new = samples_to_decide_from_interval(n=n, estimate=observed, half_width=high - observed, bound=bound,
+                                          confidence=0.95)
+    assert new is not None and new > n
+
+
+def test_reported_few_discordant_pairs_advice_is_more_than_measured() -> None:
+    # "about 16 (measured on 73)": Connor's large-sample formula with one discordant pair; Tango's
+    # interval of the drop still straddles the bound.
+    b, c, n, margin = 1, 0, 73, 0.06
+    iv = paired_proportion_diff_interval(b, c, n, 0.95)
+    drop, near = (b - c) / n, -iv.low - (b - c) / n
+    assert -iv.high < margin < -iv.low  # straddles
+    old = samples_to_decide(discordant_rate=(b + c) / n, observed_diff=drop, margin=margin, confidence=0.95)
+    assert old is not None and old <= n
+    new = samples_to_decide(discordant_rate=(b + c) / n, observed_diff=drop, margin=margin, confidence=0.95,
+                            n=n, half_width=near)
+    assert new is not None and new > n
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as hs  # noqa: E402
+
+
+@settings(max_examples=300, deadline=None)
+@given(n=hs.integers(1, 10**7), estimate=hs.floats(-10, 10), half_width=hs.floats(1e-6, 10),
+       where=hs.floats(-0.999, 0.999), power=hs.floats(0.05, 0.99), conf=hs.floats(0.5, 0.999))
+def test_straddling_advice_is_none_or_more_than_measured(n, estimate, half_width, where, power, conf) -> None:
+    bound = estimate + where * half_width  # strictly inside the interval: it straddles
+    got = samples_to_decide_from_interval(n=n, estimate=estimate, half_width=half_width, bound=bound,
+                                          confidence=conf, power=power)
+    assert got is None or got > n
+    psi = min(1.0, abs(where) + 1e-3)
+    got = samples_to_decide(discordant_rate=psi, observed_diff=estimate, margin=bound, confidence=conf,
+                            power=power, n=n, half_width=half_width)
+    assert got is None or got > n
+
+
+@settings(max_examples=200, deadline=None)
+@given(n=hs.integers(2, 10**6), observed=hs.floats(-1, 1), below=hs.floats(0, 1), above=hs.floats(0, 1),
+       where=hs.floats(0, 1), paired=hs.booleans(), tests=hs.integers(1, 50))
+def test_judge_advice_for_an_undecided_rule_is_never_what_was_measured(n, observed, below, above, where, paired,
+                                                                        tests) -> None:
+    from gate.judge import _samples
+    from gate.measure.registry import get_metric
+
+    low, high = observed - below, observed + above
+    margin = low + where * (high - low)
+    spec = get_metric("accuracy" if paired else "f1_macro")
+    m = st_metric(n, observed)
+    got = _samples(spec, m, observed=observed, low=low, high=high, margin=margin, confidence=0.95,
+                   relative=False, scale=1.0, tests=tests)
+    assert got is None or got > n
+
+
+def st_metric(n: int, observed: float):
+    from gate.measurements import MetricResult
+
+    return MetricResult(metric="accuracy", n=n, base=0.9, candidate=0.9 - observed, delta=-observed,
+                        delta_interval=Interval(low=-0.1, high=0.1, method="tango"), discordant_rate=0.05)
+
+
+def test_judge_never_prints_a_relative_change_below_minus_100_percent() -> None:
+    from gate.judge import evaluate
+    from gate.measurements import MetricResult
+    from gate.policy import Rule
+
+    rule = Rule(index=1, line=1, metric="log_loss", bound_kind="max_relative_increase", bound=0.1, severity="fail")
+    # a results file from before relative_interval: the delta over |base|, held at -100%
+    old = MetricResult(metric="log_loss", n=300, base=1.0, candidate=0.4093, delta=-0.5907,
+                       delta_interval=Interval(low=-1.1813, high=-0.2325, method="bootstrap"),
+                       candidate_interval=Interval(low=0.2, high=0.7, method="bootstrap"))
+    result = evaluate(rule, old, confidence=0.95, inconclusive="fail")
+    assert result.status == "pass" and result.interval == [-1.0, -0.2325]
+    assert "-1.18" not in result.reason and "CI -1.0000 to" in result.reason
+    # a new result judges on its paired ratio interval, and reads p-values from its grid
+    new = MetricResult(metric="log_loss", n=300, base=1.0, candidate=0.4093, delta=-0.5907,
+                       delta_interval=Interval(low=-1.1813, high=-0.2325, method="bootstrap"),
+                       relative_interval=Interval(low=-0.7, high=-0.4, method="bootstrap-ratio"))
+    result = evaluate(rule, new, confidence=0.95, inconclusive="fail")
+    assert result.interval == [-0.7, -0.4] and result.status == "pass"
+    # a signed base not distinguishable from 0: an error that says why, never a pass
+    r2 = Rule(index=1, line=1, metric="r2", bound_kind="max_relative_drop", bound=0.1, severity="fail")
+    shaky = MetricResult(metric="r2", n=50, base=0.01, candidate=0.0, delta=-0.01,
+                         delta_interval=Interval(low=-0.05, high=0.03, method="bootstrap"),
+                         evidence={"relative_unavailable": "its base value is not distinguishable from 0"})
+    result = evaluate(r2, shaky, confidence=0.95, inconclusive="fail")
+    assert result.status == "error" and "distinguishable from 0" in result.reason

@@ -14,9 +14,7 @@ import sys
 from pathlib import Path
 
 from gate import __version__
-from gate.errors import GateInputError
-
-EXIT_PASS, EXIT_FAIL, EXIT_INPUT, EXIT_BUG = 0, 1, 2, 3
+from gate.errors import EXIT_BUG, EXIT_FAIL, EXIT_INPUT, EXIT_MEANING, EXIT_PASS, GateInputError
 
 
 def _model_flags(p: argparse.ArgumentParser) -> None:
@@ -36,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gate", description="Regression gate for compressed models: is each candidate still good enough "
                                  "compared to its base model?",
-        epilog="exit codes: 0 pass, 1 a candidate fails, 2 wrong inputs, 3 internal error")
+        epilog="exit codes: " + ", ".join(f"{code} {meaning}" for code, meaning in EXIT_MEANING.items()))
     parser.add_argument("--version", action="version", version=f"gate {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
@@ -65,14 +63,15 @@ def build_parser() -> argparse.ArgumentParser:
     judge.add_argument("--out", default="gate-report", metavar="DIR", help="report directory (default: gate-report)")
     judge.add_argument("--templates", metavar="DIR", help="directory of templates that override the shipped ones")
 
-    demo = sub.add_parser("demo", help="build a small model, compress it four ways, and gate the candidates",
+    demo = sub.add_parser("demo", help="build a small model, compress it five ways, and gate the candidates",
                           description="Train a small classifier on scikit-learn's bundled digits, export it to "
-                                      "ONNX, compress it (int8 dynamic, int8 static QDQ, fp16, magnitude "
-                                      "pruning), and run the gate on it. No network, no arguments needed.")
+                                      "ONNX, compress it five ways (int8 dynamic, int8 static QDQ, fp16, "
+                                      "magnitude pruning at 50% and 90%), and run the gate on it. No network, no arguments needed.")
     demo.add_argument("--out", default="gate-demo", metavar="DIR", help="where models, data, policy and reports go "
                                                                         "(default: ./gate-demo)")
 
     policy = sub.add_parser("policy", help="check a policy file or print the policy JSON Schema")
+    policy.set_defaults(policy_help=policy.format_help)
     psub = policy.add_subparsers(dest="policy_command", metavar="ACTION")
     pcheck = psub.add_parser("check", help="validate a policy file (exit 0 valid, 2 invalid)",
                              description="Validate a policy: every key, bound and metric; the files it names.")
@@ -81,12 +80,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _print_summary(verdict, out_dir: Path | None, stream=sys.stdout) -> None:
+def _print_summary(verdict, out_dir: Path | None, stream=None) -> None:
+    stream = stream or sys.stdout  # read at call time: an embedding may replace sys.stdout
     for c in verdict.candidates:
-        counts = c.counts
+        t = c.tally
         extra = f"  ({c.error.splitlines()[0]})" if c.error else ""
-        print(f"  {c.verdict.upper():4}  {c.name}: {counts['pass']} passed, {counts['fail'] + counts['error']} failed, "
-              f"{counts['warn']} warned, {counts['inconclusive']} inconclusive{extra}", file=stream)
+        undecided = f" ({t.inconclusive} of them undecided)" if t.inconclusive else ""
+        print(f"  {c.verdict.upper():4}  {c.name}: {t.passed} passed, {t.failed} failed, {t.warned} warned"
+              f"{undecided}{extra}", file=stream)
         for r in c.rules:
             if r.status != "pass":
                 print(f"        {r.status}: {r.rule}: {r.reason}", file=stream)
@@ -112,7 +113,8 @@ def _report(policy, measurements, out: str, templates: str | None) -> int:
     for name, error in errors.items():
         print(f"error: {name} could not be rendered: {error}", file=sys.stderr)
     if errors and templates:
-        raise GateInputError(f"failed to render {', '.join(errors)}", path=templates,
+        name, error = next(iter(errors.items()))
+        raise GateInputError(f"failed to render {', '.join(errors)}: {error}", path=Path(templates) / f"{name}.j2",
                              fix="fix the template; the other reports were written")
     if errors:
         raise RuntimeError(f"a shipped template failed: {errors}")
@@ -135,6 +137,45 @@ def _check_templates(templates: str | None) -> None:
                              fix="give a directory holding report.md.j2, report.html.j2 or junit.xml.j2")
 
 
+def _writable_dir(out: str, flag: str = "--out", fix: str | None = None) -> Path:
+    """The report folder, created and probed before any model runs: a bad --out must not cost a measurement."""
+    fix = fix or f"give {flag} a folder (new or existing), e.g. {flag} gate-report"
+    if not str(out).strip():
+        raise GateInputError("is empty", path=flag, fix=fix)
+    path = Path(out)
+    try:
+        if path.exists() and not path.is_dir():
+            raise GateInputError("exists and is not a folder", path=path, fix=fix)
+        path.mkdir(parents=True, exist_ok=True)
+        import tempfile
+
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".gate-probe-"):
+            pass
+    except (OSError, ValueError) as exc:
+        raise GateInputError(f"cannot be written: {getattr(exc, 'strerror', None) or exc}", path=path,
+                             fix=fix) from None
+    return path
+
+
+def _writable_file(out: str, flag: str = "--out") -> Path:
+    fix = f"give {flag} the name of a results file in a folder you can write to, e.g. {flag} results.json"
+    if not str(out).strip():
+        raise GateInputError("is empty", path=flag, fix=fix)
+    path = Path(out)
+    if path.is_dir():
+        raise GateInputError("is a folder; the results are one file", path=path,
+                             fix=f"give {flag} a file name, e.g. {flag} {path / 'results.json'}")
+    _writable_dir(str(path.parent), flag, fix=fix)
+    return path
+
+
+def _exists(path: Path) -> bool:
+    try:
+        return path.exists()
+    except (OSError, ValueError):  # too long a name, a NUL byte: it cannot exist
+        return False
+
+
 def _load(args):
     from gate.policy import load_policy, with_overrides
 
@@ -146,18 +187,19 @@ def cmd_check(args) -> int:
 
     _check_templates(args.templates)
     policy = _load(args)
+    _writable_dir(args.out)
     return _report(policy, measure(policy, show_progress=args.progress), args.out, args.templates)
 
 
 def cmd_measure(args) -> int:
     from gate.pipeline import measure
 
+    from gate.report import atomic_write
+
     policy = _load(args)
+    out = _writable_file(args.out)
     measurements = measure(policy, show_progress=args.progress, target=args.target)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"gate_results": measurements.to_dict()}, indent=2, default=str) + "\n",
-                   encoding="utf-8")
+    atomic_write(out, json.dumps({"gate_results": measurements.to_dict()}, indent=2, default=str) + "\n")
     if args.target:
         host = measurements.provenance.get("host", {}).get("hostname", "this machine")
         print(f"measured speed and memory of {len(measurements.candidates)} candidate(s) on target "
@@ -171,9 +213,14 @@ def cmd_judge(args) -> int:
     from gate.merge import load_results
     from gate.policy import load_policy
 
+    from gate.merge import check_against_policy
+
     _check_templates(args.templates)
     policy = load_policy(args.policy)
-    return _report(policy, load_results(args.results), args.out, args.templates)
+    _writable_dir(args.out)
+    measurements = load_results(args.results)
+    check_against_policy(measurements, policy, args.results[0])
+    return _report(policy, measurements, args.out, args.templates)
 
 
 def cmd_demo(args) -> int:
@@ -181,7 +228,7 @@ def cmd_demo(args) -> int:
     from gate.pipeline import measure
     from gate.policy import load_policy
 
-    out = Path(args.out)
+    out = _writable_dir(args.out)
     print(f"building a base model and 5 compressed candidates in {out}/ ...")
     assets = build_demo_assets(out)
     policy = load_policy(assets.policy)
@@ -202,15 +249,16 @@ def cmd_policy(args, parser) -> int:
     if args.policy_command == "check":
         policy = load_policy(args.policy)
         missing = [ref for ref in ([policy.base] if policy.base else []) + list(policy.candidates)
-                   if not ref.path.exists()]
-        if policy.data and not policy.data.path.exists():
+                   if not _exists(ref.path)]
+        if policy.data and not _exists(policy.data.path):
             missing.append(policy.data)
         if missing:
             raise GateInputError(f"names files that do not exist: {', '.join(str(m.path) for m in missing)}",
                                  path=policy.source, fix="paths in a policy are relative to the policy file")
         print(f"{policy.source}: valid ({len(policy.rules)} rule(s), {len(policy.candidates)} candidate(s))")
         return EXIT_PASS
-    parser.parse_args(["policy", "--help"])
+    # `gate policy` without an action is a usage mistake: the help goes to stderr, the exit code says so
+    print(args.policy_help(), file=sys.stderr)
     return EXIT_INPUT
 
 

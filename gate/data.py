@@ -127,6 +127,11 @@ def _stored_member(path: Path, archive: zipfile.ZipFile, key: str) -> np.ndarray
 
 
 def _load_npz(path: Path) -> dict[str, np.ndarray]:
+    with open(path, "rb") as handle:
+        magic = handle.read(4)
+    if magic not in (b"PK\x03\x04", b"PK\x05\x06"):  # numpy would call any non-zip file a pickle
+        raise GateInputError("is not an .npz archive (a .npz is a zip file of .npy arrays)", path=path,
+                             fix="write it with numpy.savez or numpy.savez_compressed")
     try:
         with np.load(path, allow_pickle=False) as archive, zipfile.ZipFile(path) as zipped:
             columns = {}
@@ -173,10 +178,18 @@ def _load_csv(path: Path) -> tuple[dict[str, np.ndarray], np.ndarray]:
                 if len(row) != len(header):
                     raise GateInputError(f"has {len(row)} fields where the header has {len(header)}", path=path,
                                          line=reader.line_num, fix="every row needs one value per header column")
+                if "\0" in "".join(row):  # numpy's text arrays would drop it silently and misreport the cell
+                    col = next(header[i] for i, cell in enumerate(row) if "\0" in cell)
+                    raise GateInputError(f"column {col!r} holds a NUL byte at line {reader.line_num}", path=path,
+                                         line=reader.line_num, fix="write plain text numbers; a NUL byte is "
+                                         "never part of a number")
                 rows.append(row)
                 lines.append(reader.line_num)
     except UnicodeDecodeError:
         raise GateInputError("is not UTF-8 text", path=path, fix="save the CSV as UTF-8") from None
+    except csv.Error as exc:  # a field over the csv module's limit, a NUL byte, a broken quote
+        raise GateInputError(f"is not a readable CSV: {exc}", path=path, line=reader.line_num or None,
+                             fix="write plain comma-separated numbers and names, one sample per line") from None
     if not rows:
         raise GateInputError("has a header but no rows", path=path, line=2, fix="add calibration samples")
     dupes = sorted({h for h in header if header.count(h) > 1})

@@ -12,6 +12,17 @@ MB = 1_000_000
 
 def check_readable(path: Path, what: str, max_mb: float) -> int:
     """Size in bytes; refuses missing, empty and oversized files before anything reads them."""
+    try:
+        return _check_readable(path, what, max_mb)
+    except OSError as exc:  # a name too long, a NUL byte, a loop of symlinks, no permission
+        raise GateInputError(f"{what} cannot be opened: {exc.strerror or exc}", path=path,
+                             fix="check the path (paths in a policy are relative to the policy file)") from None
+    except ValueError as exc:  # "embedded null byte"
+        raise GateInputError(f"{what} has an impossible path: {exc}", path=path,
+                             fix="check the path (paths in a policy are relative to the policy file)") from None
+
+
+def _check_readable(path: Path, what: str, max_mb: float) -> int:
     if not path.exists():
         raise GateInputError(f"{what} not found", path=path,
                              fix="check the path (paths in a policy are relative to the policy file)")

@@ -38,15 +38,16 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from gate.errors import EXIT_BUG, EXIT_FAIL, EXIT_INPUT, EXIT_PASS
+from gate.errors import EXIT_MEANING as GATE_EXIT_MEANING
+from gate.tally import Tally, count, outcome
+
 MARKER = "<!-- compression-gate -->"
 COMMENT_LIMIT = 65_536  # GitHub refuses comment bodies longer than this
 API_VERSION = "2022-11-28"
 MAX_REPORT_BYTES = 5_000_000  # report.md / report.json read from (possibly untrusted) artifacts
 MAX_PAGES = 100  # 10,000 comments at per_page=100
 
-EXIT_PASS, EXIT_FAIL, EXIT_INPUT, EXIT_BUG = 0, 1, 2, 3
-GATE_EXIT_MEANING = {0: "every candidate passes", 1: "a candidate fails the policy",
-                     2: "the inputs are wrong", 3: "the gate itself failed (a bug)"}
 
 
 # ---------------------------------------------------------------- workflow commands
@@ -107,7 +108,29 @@ def read_report(report_dir: Path) -> tuple[dict, str]:
     if not isinstance(report, dict) or report.get("verdict") not in ("pass", "fail") \
             or not isinstance(report.get("candidates"), list):
         raise ReportError(f"{json_path}: not a report.json of this gate (no verdict / candidates)")
+    problem = _shape_problem(report)
+    if problem:
+        # a damaged report is refused, never read as far as it goes: a skipped rule could hide a failure
+        raise ReportError(f"{json_path}: not a report.json of this gate ({problem})")
     return report, markdown
+
+
+_STATUSES = ("pass", "fail", "warn", "inconclusive", "error")
+
+
+def _shape_problem(report: dict) -> str | None:
+    """What the Action reads of a report, checked before anything is read."""
+    for i, cand in enumerate(report["candidates"]):
+        if not isinstance(cand, dict) or not isinstance(cand.get("name"), str) or \
+                cand.get("verdict") not in ("pass", "fail") or not isinstance(cand.get("rules"), list):
+            return f"candidates[{i}] needs a name, a verdict and a list of rules"
+        for j, r in enumerate(cand["rules"]):
+            if not isinstance(r, dict) or r.get("status") not in _STATUSES or \
+                    not isinstance(r.get("blocking", False), bool):
+                return f"candidates[{i}].rules[{j}] needs a status ({', '.join(_STATUSES)}) and a blocking flag"
+    if report["verdict"] == "pass" and any(c["verdict"] != "pass" for c in report["candidates"]):
+        return "verdict pass with a failing candidate"
+    return None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -120,19 +143,26 @@ class RuleOutcome:
     reason: str
     bound_text: str
     index: int | None
+    line: int | None  # of the rule in the policy file
 
     @property
     def kind(self) -> str:
         """passed | failed | warned: what the pull request should make of it."""
-        if self.status == "pass":
-            return "passed"
-        return "failed" if self.blocking else "warned"
+        return outcome(self.status, self.blocking)
+
+
+def _int(value) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def rule_outcomes(report: dict) -> list[RuleOutcome]:
     out = []
     for cand in report.get("candidates") or []:
+        if not isinstance(cand, dict):
+            continue
         for r in cand.get("rules") or []:
+            if not isinstance(r, dict):
+                continue
             status = str(r.get("status", "error"))
             out.append(RuleOutcome(
                 candidate=str(cand.get("name", "?")), rule=str(r.get("rule", r.get("metric", "?"))),
@@ -140,35 +170,27 @@ def rule_outcomes(report: dict) -> list[RuleOutcome]:
                 # a report without the flag: anything but pass/warn blocks (never turn doubt into a pass)
                 blocking=bool(r.get("blocking", status not in ("pass", "warn"))),
                 reason=str(r.get("reason") or ""), bound_text=str(r.get("bound_text") or ""),
-                index=r.get("index") if isinstance(r.get("index"), int) else None))
+                index=_int(r.get("index")), line=_int(r.get("line"))))
     return out
 
 
-@dataclass(frozen=True, kw_only=True)
-class Tally:
-    passed: int = 0
-    failed: int = 0
-    warned: int = 0
-    failed_rules: tuple[str, ...] = ()
-    warned_rules: tuple[str, ...] = ()
-
-    def to_dict(self) -> dict:
-        return {k: getattr(self, k) for k in self.__dataclass_fields__}
-
-
 def tally(report: dict) -> Tally:
-    counts = {"passed": 0, "failed": 0, "warned": 0}
-    lists: dict[str, list[str]] = {"failed": [], "warned": []}
-    for o in rule_outcomes(report):
-        counts[o.kind] += 1
-        if o.kind in lists:
-            lists[o.kind].append(f"{o.candidate}: {o.rule} ({o.status})")
-    # a candidate that could not be measured at all, with no rule to carry it
+    """The report's own tally (the one the gate printed and rendered); counted the same way when absent."""
+    stored = report.get("tally")
+    if isinstance(stored, dict):
+        try:
+            return Tally.from_dict(stored)
+        except (TypeError, ValueError, KeyError):
+            pass  # a damaged tally: count from the rules, never trust it
+    total = Tally()
+    outcomes = rule_outcomes(report)
     for cand in report.get("candidates") or []:
-        if cand.get("error") and not cand.get("rules"):
-            counts["failed"] += 1
-            lists["failed"].append(f"{cand.get('name', '?')}: could not be measured")
-    return Tally(**counts, failed_rules=tuple(lists["failed"]), warned_rules=tuple(lists["warned"]))
+        if not isinstance(cand, dict):
+            continue
+        name = str(cand.get("name", "?"))
+        total += count(((o.rule, o.status, o.blocking) for o in outcomes if o.candidate == name),
+                       candidate=name, error=cand.get("error"))
+    return total
 
 
 def _in_workspace(path: str | None, workspace: Path | None) -> str | None:
@@ -182,29 +204,10 @@ def _in_workspace(path: str | None, workspace: Path | None) -> str | None:
     return rel.as_posix()
 
 
-def rule_lines(policy_text: str | None) -> dict[int, int]:
-    """Rule index (1-based, as in report.json) -> line of that rule in the policy file."""
-    if not policy_text:
-        return {}
-    import yaml
-
-    try:
-        root = yaml.compose(policy_text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError:
-        return {}
-    if not isinstance(root, yaml.MappingNode):
-        return {}
-    for key, value in root.value:
-        if getattr(key, "value", None) == "rules" and isinstance(value, yaml.SequenceNode):
-            return {i: item.start_mark.line + 1 for i, item in enumerate(value.value, start=1)}
-    return {}
-
-
 def report_annotations(report: dict, workspace: Path | None = None) -> list[Annotation]:
     """One annotation per failed (::error) or warned (::warning) rule, plus one per input error."""
     policy = (report.get("provenance") or {}).get("policy") or {}
     file = _in_workspace(policy.get("path"), workspace)
-    lines = rule_lines(policy.get("text")) if file else {}
     out = []
     for o in rule_outcomes(report):
         if o.kind == "passed":
@@ -216,7 +219,7 @@ def report_annotations(report: dict, workspace: Path | None = None) -> list[Anno
             message += f"\nbound: {o.bound_text}"
         out.append(Annotation(level="error" if o.kind == "failed" else "warning",
                               title=f"gate: {o.candidate} {verb} {o.rule}", message=message,
-                              file=file, line=lines.get(o.index) if file and o.index else None))
+                              file=file, line=o.line if file else None))
     for cand in report.get("candidates") or []:
         if cand.get("error") and not cand.get("rules"):
             out.append(Annotation(level="error", title=f"gate: {cand.get('name', '?')} could not be measured",

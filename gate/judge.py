@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from gate.fmt import number
 from gate.measure import stats
-from gate.measure.registry import BOOTSTRAP, EXACT, FAIRNESS, PAIRED_PROPORTION, TIMED, MetricSpec, get_metric
+from gate.measure.registry import (AGREEMENT, BOOTSTRAP, EXACT, FAIRNESS, PAIRED_PROPORTION, QUALITY, TIMED,
+                                   MetricSpec, get_metric)
 from gate.measure.stats import samples_to_decide, samples_to_decide_from_interval
 from gate.measurements import CandidateMeasurements, Measurements, MetricResult
 from gate.policy import DROP_BOUNDS, Policy, Rule
+from gate.tally import Tally, count
 
 PASS, FAIL, WARN, INCONCLUSIVE, ERROR = "pass", "fail", "warn", "inconclusive", "error"
 
@@ -34,6 +36,7 @@ class RuleResult:
     samples_needed: int | None = None
     n: int | None = None
     groups: tuple[dict, ...] = ()  # per-subgroup tests of a per-group rule
+    line: int | None = None  # of the rule in the policy file (annotations point there)
 
     def to_dict(self) -> dict:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -44,19 +47,19 @@ class CandidateVerdict:
     name: str
     verdict: str
     rules: tuple[RuleResult, ...]
+    tally: Tally
     error: str | None = None
 
-    @property
-    def counts(self) -> dict[str, int]:
-        out = {s: 0 for s in (PASS, FAIL, WARN, INCONCLUSIVE, ERROR)}
-        for r in self.rules:
-            out[r.status] += 1
-        out["blocking"] = sum(r.blocking for r in self.rules)
-        return out
-
     def to_dict(self) -> dict:
-        return {"name": self.name, "verdict": self.verdict, "error": self.error, "counts": self.counts,
+        return {"name": self.name, "verdict": self.verdict, "error": self.error, "tally": self.tally.to_dict(),
                 "rules": [r.to_dict() for r in self.rules]}
+
+
+def _candidate_verdict(name: str, rules: tuple[RuleResult, ...], error: str | None = None) -> CandidateVerdict:
+    """The one place a candidate's rules are counted and its verdict decided."""
+    tally = count(((r.rule, r.status, r.blocking) for r in rules), candidate=name, error=error)
+    return CandidateVerdict(name=name, verdict=FAIL if tally.failed else PASS, rules=rules, tally=tally,
+                            error=error)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -68,16 +71,12 @@ class Verdict:
     input_errors: tuple[str, ...] = field(default_factory=tuple)
 
     @property
-    def counts(self) -> dict[str, int]:
-        total = {s: 0 for s in (PASS, FAIL, WARN, INCONCLUSIVE, ERROR, "blocking")}
-        for c in self.candidates:
-            for k, v in c.counts.items():
-                total[k] += v
-        return total
+    def tally(self) -> Tally:
+        return sum((c.tally for c in self.candidates), Tally())
 
     def to_dict(self) -> dict:
         return {"verdict": self.verdict, "confidence": self.confidence, "inconclusive": self.inconclusive,
-                "counts": self.counts, "candidates": [c.to_dict() for c in self.candidates]}
+                "tally": self.tally.to_dict(), "candidates": [c.to_dict() for c in self.candidates]}
 
 
 def fmt(metric: str, x: float | None, ref: float | None = None) -> str:
@@ -138,11 +137,31 @@ def _frame(rule: Rule, m: MetricResult, *, label: str) -> Frame | str:
     margin = abs_margin
     if relative:
         # shown as a fraction of the base, decided on the same scale
+        ev = m.evidence or {}
+        rel_iv = m.relative_interval
         if scale == 0:
+            # no ratio to a base of 0: a change in the wrong direction is infinitely large, none is 0
             bound_text += " (the base is 0, so any change in the wrong direction fails)"
             observed = math.inf if observed > 0 else 0.0
+            low, high = (math.inf if low > 0 else 0.0), (math.inf if high > 0 else 0.0)
+            margin = bound
+        elif ev.get("relative_unavailable"):
+            return f"{label}: a relative bound cannot be judged: {ev['relative_unavailable']}"
+        elif rel_iv is not None:
+            # a paired ratio interval (stats.relative_change_from_bootstrap or
+            # paired_proportion_relative_change): the base's own error is in it
+            low, high = sorted((sign * rel_iv.low + 0.0, sign * rel_iv.high + 0.0))
+            observed, margin = observed / scale, bound
         else:
-            observed, low, high, margin = observed / scale, low / scale, high / scale, bound
+            # results without a relative interval (older files, timed metrics): the delta
+            # interval over |base|, the base taken as exact. A metric whose values are all
+            # non-negative cannot change by less than -100%, so the ends are held there.
+            r_low, r_high = d_low / scale, d_high / scale
+            if m.base > 0 and m.candidate is not None and m.candidate >= 0 and \
+                    (m.candidate_interval is None or not m.candidate_interval.low < 0):
+                r_low, r_high = max(r_low, -1.0), max(r_high, -1.0)
+            low, high = sorted((sign * r_low + 0.0, sign * r_high + 0.0))
+            observed, margin = observed / scale, bound
     what = f"{'relative ' if relative else ''}{'drop' if drop else 'increase'} of {label}"
     return Frame(observed=observed, low=low, high=high, margin=margin, abs_margin=abs_margin, upper=True,
                  bound_text=bound_text, what=what)
@@ -160,6 +179,15 @@ def _p_within(rule: Rule, m: MetricResult, f: Frame) -> float:
             return (stats.grid_p_above if kind == "max" else stats.grid_p_below)(ev["candidate_grid"], rule.bound)
         return 0.0 if decided == FAIL else 1.0
     drop = kind in DROP_BOUNDS
+    if "relative" in kind and m.base and m.relative_interval is not None:
+        # the same paired-ratio distribution the frame's interval comes from; for paired
+        # proportions a function of the counts, re-derived here (stats.paired_proportion_relative_change)
+        grid = ev.get("relative_grid")
+        if grid is None and all(key in ev for key in ("b", "c", "n", "k")):
+            grid = stats.paired_proportion_relative_change(ev["b"], ev["c"], ev["n"], ev["k"],
+                                                           confidence=0.95).grid
+        if grid:
+            return stats.grid_p_below(grid, -rule.bound) if drop else stats.grid_p_above(grid, rule.bound)
     if "b" in ev:
         if drop:
             return stats.tango_p_below(ev["b"], ev["c"], ev["n"], -f.abs_margin)
@@ -261,10 +289,18 @@ def _reason(f: Frame, decision: str, confidence: float, metric: str, samples: in
     if decision == FAIL:
         return f"{f.what} is {fmt(metric, f.observed, f.margin)} ({shown_iv}), beyond the bound: {side} " \
                f"{fmt(metric, f.margin)}{corrected}"
-    advice = f"; about {samples:,} {unit} would decide it (measured on {n:,})" if samples else \
-        "; it sits on the bound, more samples will not decide it"
     return f"{f.what} is {fmt(metric, f.observed)} but its {shown_iv} straddles the bound " \
-           f"{fmt(metric, f.margin)}{corrected}{advice}"
+           f"{fmt(metric, f.margin)}{corrected}{_advice(samples, n, unit)}"
+
+
+def _advice(samples: int | None, n: int, unit: str = "samples") -> str:
+    if samples:
+        return f"; about {samples:,} {unit} would decide it (measured on {n:,})"
+    return "; it sits on the bound, more samples will not decide it"
+
+
+def _p_text(p: float | None) -> str:
+    return "–" if p is None else "< 0.0001" if p < 1e-4 else f"{p:.4f}"
 
 
 # ---- rules over subgroups ----------------------------------------------------------------
@@ -325,19 +361,29 @@ def evaluate_grouped(rule: Rule, cand: CandidateMeasurements, *, confidence: flo
     alpha = (1.0 - confidence) / 2.0  # each side of a two-sided interval
     rejected = stats.holm_rejections([j[0]["p_value"] for j in judged], alpha, correction) if judged else []
     tests = len(judged)
-    note = "" if correction == "none" or tests < 2 else f" ({correction}-corrected over {tests} tests)"
+    corrected = correction != "none" and tests >= 2
     for (entry, f, m, spec), reject in zip(judged, rejected):
         decision = _decide(f.low, f.high, f.margin, f.upper)
-        if decision == FAIL and not reject:
+        alone_beyond = decision == FAIL and not reject
+        if alone_beyond:
             decision = INCONCLUSIVE  # beyond the bound alone, not after the family-wise correction
         samples = None
         if decision == INCONCLUSIVE:
             samples = _samples(spec, m, observed=f.observed, low=f.low, high=f.high, margin=f.margin,
                                confidence=confidence, relative="relative" in rule.bound_kind,
-                               scale=abs(m.base or 0))
+                               scale=abs(m.base or 0), tests=tests if corrected else 1)
         entry["status"] = decision
         entry["samples_needed"] = samples
-        entry["reason"] = _reason(f, decision, confidence, label, samples, m.n, note if decision != PASS else "")
+        p_text = f"p = {_p_text(entry['p_value'])}"
+        if alone_beyond:
+            # the printed interval is this subgroup's own; say plainly that the correction decided
+            entry["reason"] = _reason(f, FAIL, confidence, label, samples, m.n) + \
+                f", but not after the {correction} correction over {tests} tests ({p_text}), so undecided" + \
+                _advice(samples, m.n)
+        else:
+            suffix = f"; still beyond after the {correction} correction over {tests} tests ({p_text})" \
+                if corrected and decision == FAIL else ""
+            entry["reason"] = _reason(f, decision, confidence, label, samples, m.n, suffix)
 
     statuses = [e["status"] for e in entries]
     if FAIL in statuses:
@@ -359,13 +405,19 @@ def evaluate_grouped(rule: Rule, cand: CandidateMeasurements, *, confidence: flo
     else:
         status, blocking = _status(decision, rule, inconclusive)
 
-    worst_pair = max(((e, f) for e, f, _, _ in judged), key=lambda ef: ef[1].observed if ef[1].upper else
-                     -ef[1].observed, default=None)
+    # the headline is a subgroup that decided the rule (never a passing one for a rule that did not pass)
+    deciding = [(e, f) for e, f, _, _ in judged if e["status"] == decision] or \
+        ([(e, f) for e, f, _, _ in judged] if decision == PASS else [])
+    worst_pair = max(deciding, key=lambda ef: ef[1].observed if ef[1].upper else -ef[1].observed, default=None)
     small = [e for e in entries if e["status"] == "too_small"]
+    errors = [e for e in entries if e["status"] == ERROR]
     parts = []
+    if errors:
+        parts.append(f"{len(errors)} subgroup(s) could not be judged: {errors[0]['where']}: {errors[0]['reason']}")
     if worst_pair:
         w, wf = worst_pair
-        parts.append(f"worst of {tests} subgroup test(s): {w['where']}: {w['reason']}")
+        which = "worst" if decision == PASS else f"worst {w['status']}"
+        parts.append(f"{which} of {tests} subgroup test(s): {w['where']}: {w['reason']}")
     failing = [e for e in entries if e["status"] == FAIL]
     if len(failing) > 1:
         parts.append(f"{len(failing)} subgroups beyond the bound")
@@ -373,9 +425,8 @@ def evaluate_grouped(rule: Rule, cand: CandidateMeasurements, *, confidence: flo
         shown = ", ".join(f"{e['where']} ({e['n']})" for e in small[:5])
         parts.append(f"{len(small)} subgroup(s) too small to judge (< {rule.min_samples} samples): {shown}"
                      + (" …" if len(small) > 5 else ""))
-    errors = [e for e in entries if e["status"] == ERROR]
-    if errors:
-        parts.append(f"{len(errors)} subgroup(s) could not be judged: {errors[0]['reason']}")
+    if decision == "too_small":
+        parts.insert(0, parts.pop())
     w_frame = worst_pair[1] if worst_pair else None
     return RuleResult(rule=rule.text, index=rule.index, metric=rule.metric, bound_kind=rule.bound_kind,
                       threshold=rule.bound, severity=rule.severity, status=status, blocking=blocking,
@@ -390,29 +441,72 @@ def evaluate_grouped(rule: Rule, cand: CandidateMeasurements, *, confidence: flo
                       groups=tuple(entries))
 
 
-def _samples(spec, m: MetricResult, *, observed, low, high, margin, confidence, relative, scale) -> int | None:
-    if spec.method == PAIRED_PROPORTION and m.discordant_rate is not None and not relative and \
-            m.delta_interval is not None and observed is not None:
+def _samples(spec, m: MetricResult, *, observed, low, high, margin, confidence, relative, scale,
+             tests: int = 1) -> int | None:
+    """Samples that would decide an undecided rule: always more than were measured (m.n), or
+    None when the estimate sits on the bound (more samples narrow the interval around it, never off it).
+
+    tests: the size of the family a multiplicity correction judged this test in; the advice is then
+    planned at the Bonferroni level (Holm's strictest step), since the interval may clear the bound
+    at the per-test level and still be held undecided by the correction.
+    """
+    if observed is None or not all(v is not None and math.isfinite(v) for v in (observed, low, high, margin)):
+        return None
+    n = m.n
+    # the interval's reach from the estimate towards the bound: bootstrap and ratio intervals are
+    # lopsided, and their mean half-width can be shorter than the gap while the interval straddles
+    near = max(high - observed, 0.0) if margin >= observed else max(observed - low, 0.0)
+    if tests > 1:
+        level = 1.0 - (1.0 - confidence) / tests
+        near *= stats.z_two_sided(level) / stats.z_two_sided(confidence)
+        confidence = level
+    # drop / increase frames observe +-delta; min / max frames observe the candidate's value
+    on_delta = m.delta is not None and observed in (m.delta, -m.delta) and observed != m.candidate
+    if spec.method == PAIRED_PROPORTION and m.discordant_rate is not None and not relative and on_delta and \
+            m.delta_interval is not None:
         # paired proportions: the discordant share sets the variance (Connor 1987)
-        psi = max(m.discordant_rate, 1.0 / m.n)
-        return samples_to_decide(discordant_rate=min(psi, 1.0), observed_diff=observed, margin=margin,
-                                 confidence=confidence)
-    return samples_to_decide_from_interval(n=m.n, estimate=observed, half_width=(high - low) / 2,
-                                           bound=margin, confidence=confidence)
+        psi = max(m.discordant_rate, 1.0 / n)
+        need = samples_to_decide(discordant_rate=min(psi, 1.0), observed_diff=observed, margin=margin,
+                                 confidence=confidence, n=n, half_width=near)
+    else:
+        need = samples_to_decide_from_interval(n=n, estimate=observed, half_width=near, bound=margin,
+                                               confidence=confidence)
+    # `need` is > n whenever the interval straddles the bound; the floor covers an interval held
+    # undecided only by a correction whose size the caller did not pass
+    return None if need is None else max(need, n + 1)
+
+
+def _from_samples(rule: Rule) -> bool:
+    """Judged on the model's outputs over the data (not on the file or a timing run)."""
+    return rule.grouped or get_metric(rule.metric).kind in (QUALITY, AGREEMENT, FAIRNESS)
+
+
+def nonfinite_text(nonfinite: dict) -> str:
+    first = ", ".join(str(i) for i in nonfinite["first"])
+    more = ", ..." if nonfinite["count"] > len(nonfinite["first"]) else ""
+    return (f"the candidate gave NaN or infinite outputs for {nonfinite['count']:,} of {nonfinite['n']:,} samples "
+            f"(first sample indices: {first}{more})")
+
+
+def _judge_rule(policy: Policy, rule: Rule, cand: CandidateMeasurements, confidence: float) -> RuleResult:
+    if cand.nonfinite and _from_samples(rule):
+        # a NaN row would count as class 0 and pass unnoticed: nothing computed from outputs is trusted
+        return _error(rule, f"{nonfinite_text(cand.nonfinite)}; {rule.metric} cannot be judged", None)
+    if rule.grouped:
+        return evaluate_grouped(rule, cand, confidence=confidence, inconclusive=policy.inconclusive,
+                                correction=policy.correction, small_groups=policy.small_groups)
+    if rule.target:
+        return _on_target(rule, cand, confidence=confidence, inconclusive=policy.inconclusive)
+    return evaluate(rule, cand.metrics.get(rule.metric), confidence=confidence, inconclusive=policy.inconclusive)
 
 
 def judge_candidate(policy: Policy, cand: CandidateMeasurements, *, confidence: float) -> CandidateVerdict:
     if cand.error:
-        rules = tuple(_error(rule, "the candidate could not be measured", None) for rule in policy.rules)
-        return CandidateVerdict(name=cand.name, verdict=FAIL, rules=rules, error=cand.error)
-    results = [evaluate_grouped(rule, cand, confidence=confidence, inconclusive=policy.inconclusive,
-                                correction=policy.correction, small_groups=policy.small_groups)
-               if rule.grouped else _on_target(rule, cand, confidence=confidence, inconclusive=policy.inconclusive)
-               if rule.target else
-               evaluate(rule, cand.metrics.get(rule.metric), confidence=confidence, inconclusive=policy.inconclusive)
-               for rule in policy.rules]
-    verdict = FAIL if any(r.blocking for r in results) else PASS
-    return CandidateVerdict(name=cand.name, verdict=verdict, rules=tuple(results))
+        rules = tuple(replace(_error(rule, "the candidate could not be measured", None), line=rule.line)
+                      for rule in policy.rules)
+        return _candidate_verdict(cand.name, rules, error=cand.error)
+    results = tuple(replace(_judge_rule(policy, rule, cand, confidence), line=rule.line) for rule in policy.rules)
+    return _candidate_verdict(cand.name, results)
 
 
 def _on_target(rule: Rule, cand: CandidateMeasurements, *, confidence: float, inconclusive: str) -> RuleResult:

@@ -4,7 +4,9 @@ Format history of results.json (`format`):
   1 - first version: base, candidates[metrics, groupings], data, provenance.
       Later additions with defaults (format 1 files without them still read):
       model footprint (weights by dtype, sparsity, MACs); candidates[speed, targets];
-      provenance.target (a `gate measure --target` file).
+      provenance.target (a `gate measure --target` file);
+      metrics[].relative_interval and evidence.relative_grid (relative bounds judged on a
+      paired ratio, not on the delta scaled by |base|).
 """
 
 from __future__ import annotations
@@ -29,20 +31,30 @@ class MetricResult:
     delta: float | None = None  # candidate - base
     delta_interval: Interval | None = None
     candidate_interval: Interval | None = None
+    # interval of the relative change candidate / base - 1 (for max_relative_drop / _increase), built
+    # with the base's own sampling error; never below -1 for a non-negative metric. None in files
+    # written before it existed (the judge then scales the delta interval by |base|)
+    relative_interval: Interval | None = None
     discordant_rate: float | None = None  # paired proportions: share of samples that differ
     unavailable: str | None = None  # why it could not be measured
     # what the judge needs to test this metric against any bound at any level:
-    # counts for proportions ({b, c, n, k}), quantile grids for bootstrap ({delta_grid, candidate_grid})
+    # counts for proportions ({b, c, n, k}), quantile grids for bootstrap ({delta_grid, candidate_grid});
+    # relative_grid: quantiles (at stats.QUANTILE_LEVELS) of the relative change, for both kinds;
+    # relative_unavailable: why a relative bound cannot be judged (a base not distinguishable from 0)
     evidence: dict | None = None
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        # by hand rather than dataclasses.asdict, which deep-copies: a report of 10,000 subgroups has
+        # tens of thousands of these
+        return {k: (v.to_dict() if isinstance(v, Interval) else v)
+                for k, v in ((k, getattr(self, k)) for k in self.__dataclass_fields__)}
 
     @classmethod
     def from_dict(cls, d: dict) -> MetricResult:
         d = dict(d)
         d["delta_interval"] = _interval(d.get("delta_interval"))
         d["candidate_interval"] = _interval(d.get("candidate_interval"))
+        d["relative_interval"] = _interval(d.get("relative_interval"))  # absent before it existed
         return cls(**d)
 
 
@@ -137,6 +149,9 @@ class CandidateMeasurements:
     error_kind: str | None = None  # "input" (a user mistake: exit 2) or "crash"
     speed: dict | None = None  # details of the speed run on this machine (metrics are in `metrics`)
     targets: dict[str, TargetResult] = field(default_factory=dict)  # measured on named targets
+    # NaN or infinite outputs: {count, n, first: [sample indices]}; nothing computed from outputs is judged
+    nonfinite: dict | None = None
+    notes: tuple[str, ...] = ()  # facts a reader should know (e.g. outputs that depend on the batch size)
 
     @property
     def name(self) -> str:
@@ -146,14 +161,15 @@ class CandidateMeasurements:
         return {"info": self.info.to_dict(), "metrics": {k: v.to_dict() for k, v in self.metrics.items()},
                 "groupings": [g.to_dict() for g in self.groupings],
                 "change_matrix": self.change_matrix, "error": self.error, "error_kind": self.error_kind,
-                "speed": self.speed, "targets": {k: v.to_dict() for k, v in self.targets.items()}}
+                "speed": self.speed, "targets": {k: v.to_dict() for k, v in self.targets.items()},
+                "nonfinite": self.nonfinite, "notes": list(self.notes)}
 
     @classmethod
     def from_dict(cls, d: dict) -> CandidateMeasurements:
         return cls(info=ModelInfo(**d["info"]), metrics=_metrics(d["metrics"]),
                    groupings=tuple(GroupingResult.from_dict(g) for g in d.get("groupings", [])),
                    change_matrix=d.get("change_matrix"), error=d.get("error"), error_kind=d.get("error_kind"),
-                   speed=d.get("speed"),
+                   speed=d.get("speed"), nonfinite=d.get("nonfinite"), notes=tuple(d.get("notes") or ()),
                    targets={k: TargetResult.from_dict(v) for k, v in (d.get("targets") or {}).items()})
 
 

@@ -15,8 +15,9 @@ def _read(path: Path) -> Measurements:
         doc = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise GateInputError("not found", path=path, fix="give the file `gate measure --out` wrote") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise GateInputError(f"is not readable JSON: {exc}", path=path,
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError, ValueError) as exc:
+        what = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)[:200]
+        raise GateInputError(f"is not readable JSON: {what}", path=path,
                              fix="give the file `gate measure --out` wrote") from None
     if not isinstance(doc, dict) or "gate_results" not in doc:
         raise GateInputError("is not a gate results file", path=path,
@@ -27,11 +28,45 @@ def _read(path: Path) -> Measurements:
     if body.get("format") != FORMAT:
         raise GateInputError(f"has results format {body.get('format')!r}; this gate reads format {FORMAT}",
                              path=path, fix="measure again with this version of the gate")
+    problem = _header_problem(body)
+    if problem:
+        raise GateInputError(f"does not have the shape of a results file: {problem}", path=path,
+                             fix="give the file `gate measure --out` wrote, unchanged")
     try:
-        return Measurements.from_dict(body)
-    except (KeyError, TypeError) as exc:
-        raise GateInputError(f"is missing a field of the results format ({exc})", path=path,
-                             fix="measure again with this version of the gate") from None
+        measurements = Measurements.from_dict(body)
+        # touch what the judge reads, so a damaged file is refused here and not deep in the judge
+        for cand in measurements.candidates:
+            for m in cand.metrics.values():
+                for value in (m.base, m.candidate, m.delta):
+                    if value is not None and not isinstance(value, (int, float)):
+                        raise TypeError(f"{cand.name}: {m.metric} holds {type(value).__name__}")
+    except (KeyError, TypeError, AttributeError, ValueError) as exc:
+        raise GateInputError(f"does not have the shape of a results file ({type(exc).__name__}: "
+                             f"{str(exc)[:200]})", path=path, fix="give the file `gate measure --out` wrote, "
+                             "unchanged; or measure again with this version of the gate") from None
+    return measurements
+
+
+def _is_int(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _header_problem(body: dict) -> str | None:
+    """The settings every number of the file depends on, checked before anything reads them."""
+    if body.get("task") not in ("classification", "regression"):
+        return f"task {body.get('task')!r}"
+    if not _is_int(body.get("n_samples")) or body["n_samples"] < 1:
+        return f"n_samples {body.get('n_samples')!r}"
+    confidence = body.get("confidence")
+    if not isinstance(confidence, float) or not 0.5 < confidence < 1:
+        return f"confidence {confidence!r}"
+    for key in ("seed", "bootstrap"):
+        if not _is_int(body.get(key)) or body[key] < 0:
+            return f"{key} {body.get(key)!r}"
+    if not isinstance(body.get("candidates"), list) or not isinstance(body.get("base"), dict) or \
+            not isinstance(body.get("data"), dict) or not isinstance(body.get("provenance"), dict):
+        return "no list of candidates, or no base, data or provenance"
+    return None
 
 
 # measurements can only be merged when they compared against the same thing
@@ -43,6 +78,24 @@ def _target(m: Measurements) -> str | None:
     """The target name of a `gate measure --target` file, None for a quality file."""
     target = (m.provenance or {}).get("target")
     return target.get("name") if isinstance(target, dict) else None
+
+
+def check_against_policy(m: Measurements, policy, path: Path) -> None:
+    """Results judged by a policy must have been measured the way the policy says: the same task, confidence,
+    seed and bootstrap (the intervals depend on them), and the same base and data where the policy names them."""
+    from gate.files import sha256_of
+
+    for what, measured, wanted in (("task", m.task, policy.task), ("confidence", m.confidence, policy.confidence),
+                                   ("seed", m.seed, policy.seed), ("bootstrap", m.bootstrap, policy.bootstrap)):
+        if measured != wanted:
+            raise GateInputError(f"was measured with {what} {measured!r}, but the policy {policy.source} says "
+                                 f"{wanted!r}", path=path,
+                                 fix=f"measure again with this policy, or judge with the policy it was measured with")
+    for what, ref, digest in (("base model", policy.base, m.base.sha256), ("data", policy.data, m.data.get("sha256"))):
+        if ref is not None and ref.path.is_file() and digest and sha256_of(ref.path) != digest:
+            raise GateInputError(f"was measured on another {what} than the policy's {ref.path} (sha256 "
+                                 f"{str(digest)[:12]} vs {sha256_of(ref.path)[:12]})", path=path,
+                                 fix="measure again on the policy's files, or judge with the policy used to measure")
 
 
 def load_results(paths: list[Path]) -> Measurements:

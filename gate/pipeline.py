@@ -19,7 +19,7 @@ from gate.measure.registry import FAIRNESS, MEMORY, SPEED, get_metric
 from gate.measurements import CandidateMeasurements, Measurements, MetricResult, ModelInfo, TargetResult
 from gate.models import open_runner
 from gate.policy import ModelRef, Policy, require_runnable
-from gate.predictions import AgreementCollector, Collector
+from gate.predictions import AgreementCollector, Collector, check_comparable
 from gate.progress import Progress
 
 DEFAULT_METRICS = {
@@ -161,10 +161,18 @@ def measure(policy: Policy, *, show_progress: bool | None = None, target: str | 
             raise GateInputError(f"failed on samples {start}..{stop - 1}: {type(exc).__name__}: "
                                  f"{str(exc).strip()[:300]}", path=policy.base.path,
                                  fix="check that the base model accepts every sample of the data") from None
+        if base_col.nonfinite:  # every comparison is against the base: it must be a number everywhere
+            bad = base_col.nonfinite
+            raise GateInputError(f"gave NaN or infinite outputs for samples {', '.join(map(str, bad['first']))}"
+                                 f"{' ...' if bad['count'] > len(bad['first']) else ''}", path=policy.base.path,
+                                 fix="the base must give finite outputs on every calibration sample: check the "
+                                     "export and the data's preprocessing (scaling, missing values)")
         for name in list(runners):
             try:
                 raw = runners[name].run(start, stop)
                 logp = cols[name].add(raw, labels, start, stop)
+                if start == 0:
+                    check_comparable(base_col, cols[name])
                 agreements[name].add(base_raw, raw, base_logp, logp, start, stop)
             except Exception as exc:  # one broken candidate must not take the others down
                 kind = "input" if isinstance(exc, GateInputError) else "crash"
@@ -179,10 +187,16 @@ def measure(policy: Policy, *, show_progress: bool | None = None, target: str | 
     for name in runners:
         cand_pred, agreement = cols[name].result(), agreements[name].result()
         info = replace(infos[name], output_kind=cand_pred.kind, footprint=_against_base(infos[name], base_info))
+        nonfinite = cols[name].nonfinite
         metrics: dict[str, MetricResult] = {}
         for metric in names:
             if get_metric(metric) is None or get_metric(metric).kind in (FAIRNESS, SPEED, MEMORY):
                 continue  # speed and memory come from the device run below
+            if nonfinite and not is_footprint(metric):
+                # NaN rows would read as class 0: no number computed from these outputs is shown
+                metrics[metric] = MetricResult(metric=metric, n=n, unavailable=(
+                    f"NaN or infinite outputs for {nonfinite['count']:,} of {n:,} samples"))
+                continue
             if is_footprint(metric) and metric not in _FILE_SIZE_METRICS:
                 result = footprint_result(metric, base_info, info, n)
             elif is_footprint(metric):
@@ -193,6 +207,9 @@ def measure(policy: Policy, *, show_progress: bool | None = None, target: str | 
                                  seed=policy.seed, with_interval=metric in judged)
             if result.unavailable is None or metric in judged:
                 metrics[metric] = result
+        if nonfinite:
+            measured[name] = CandidateMeasurements(info=info, metrics=metrics, nonfinite=nonfinite)
+            continue
         grouped = groups.measure_groupings(
             groupings, base=base_pred, cand=cand_pred, agreement=agreement, y=y, task=policy.task, each=each,
             gaps=gaps, fairness=fairness, confidence=policy.confidence, bootstrap=policy.bootstrap, seed=policy.seed)

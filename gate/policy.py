@@ -31,10 +31,11 @@ ABSOLUTE_BOUNDS = ("min", "max")
 DROP_BOUNDS = ("max_drop", "max_relative_drop")
 INCREASE_BOUNDS = ("max_increase", "max_relative_increase")
 BOUNDS = ABSOLUTE_BOUNDS + DROP_BOUNDS + INCREASE_BOUNDS
+DEFAULT_MIN_SAMPLES = 30  # subgroups smaller than this are too small to judge
 
 _MODEL = AnyOf((
-    Str(description="path to the model file, relative to the policy file"),
-    Obj({"path": Str(description="path to the model file"),
+    Str(description="path to the model file, relative to the policy file", path=True),
+    Obj({"path": Str(description="path to the model file", path=True),
          "output": Str(description="name of the model output to judge, when it has several"),
          "factory": Str(description="for .safetensors weights: package.module:function that builds the "
                         "torch model, imported from the policy file's directory (trusted repository code)")},
@@ -83,7 +84,7 @@ SCHEMA = Obj(
         "base": _MODEL,
         "candidates": DictOf(_MODEL, description="candidate name -> model"),
         "data": Obj({
-            "path": Str(description="calibration data: .npz or .csv, relative to the policy file"),
+            "path": Str(description="calibration data: .npz or .csv, relative to the policy file", path=True),
             "inputs": DictOf(_COLUMNS, description="model input name -> data key or column(s); inferred when the model has one input"),
             "labels": Str(description="data key or column with the true labels / targets"),
             "groups": ListOf(_COLUMNS, description="subgroup columns (per-group rules arrive with a later version)"),
@@ -149,7 +150,7 @@ class Rule:
     label: str | None = None
     per: str | None = None  # "group" | "class"
     scope: str = "each"  # "each" | "worst_group" | "gap"
-    min_samples: int = 30
+    min_samples: int = DEFAULT_MIN_SAMPLES
     target: str | None = None  # a latency.targets name: judged on what was measured there
 
     @property
@@ -617,7 +618,7 @@ def parse_policy(text: str, source: str, root: Path) -> Policy:
         rules.append(Rule(index=i + 1, line=_line_of(lines, ("rules", i)), metric=r["metric"],
                           bound_kind=bound_kind, bound=float(r[bound_kind]),
                           severity=r.get("severity", "fail"), label=r.get("name"), per=r.get("per"),
-                          scope=r.get("scope", "each"), min_samples=r.get("min_samples", 30),
+                          scope=r.get("scope", "each"), min_samples=r.get("min_samples", DEFAULT_MIN_SAMPLES),
                           target=r.get("target")))
     data = checked.get("data")
     data_spec = None

@@ -13,6 +13,8 @@ import numpy as np
 
 from gate.errors import GateInputError
 
+FIRST_SHOWN = 10  # sample indices named when outputs are not finite
+
 LABELS, PROBABILITIES, LOGITS, BINARY_PROBABILITY, BINARY_LOGIT, VALUES = (
     "labels", "probabilities", "logits", "binary_probability", "binary_logit", "values")
 
@@ -38,8 +40,10 @@ class Agreement:
 
 
 def _log_softmax(x: np.ndarray) -> np.ndarray:
-    shifted = x - x.max(axis=1, keepdims=True)
-    return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    # rows with NaN or inf are flagged by Collector._check_finite and never judged: no warning for them
+    with np.errstate(invalid="ignore", over="ignore"):
+        shifted = x - x.max(axis=1, keepdims=True)
+        return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
 
 
 def _squeeze(raw: np.ndarray) -> np.ndarray:
@@ -97,12 +101,36 @@ class Collector:
         self.kind: str | None = None
         self.pred = self.values = self.true_prob = self.true_rank = self.probs = None
         self.n_classes: int | None = None
+        self.shape: tuple | None = None  # of one sample's output
+        self._nonfinite = 0
+        self._first_nonfinite: list[int] = []
+
+    @property
+    def nonfinite(self) -> dict | None:
+        """{count, n, first}: samples whose output holds NaN or an infinity, or None."""
+        if not self._nonfinite:
+            return None
+        return {"count": self._nonfinite, "n": self.n, "first": list(self._first_nonfinite)}
+
+    def _check_finite(self, raw: np.ndarray, start: int) -> None:
+        if not np.issubdtype(raw.dtype, np.floating):
+            return
+        finite = np.isfinite(raw.reshape(raw.shape[0], -1)).all(axis=1)
+        if not finite.all():
+            bad = np.flatnonzero(~finite)
+            self._nonfinite += int(bad.size)
+            room = FIRST_SHOWN - len(self._first_nonfinite)
+            self._first_nonfinite.extend(int(start + i) for i in bad[:max(room, 0)])
 
     def add(self, raw: np.ndarray, labels: np.ndarray | None, start: int, stop: int) -> np.ndarray | None:
         """Store this batch; return its log-probabilities (for agreement), if any."""
-        if raw.shape[0] != stop - start:
-            raise GateInputError(f"returned {raw.shape[0]} rows for a batch of {stop - start}", path=self.where,
+        if raw.ndim == 0 or raw.shape[0] != stop - start:
+            rows = raw.shape[0] if raw.ndim else "no"
+            raise GateInputError(f"returned {rows} rows for a batch of {stop - start}", path=self.where,
                                  fix="the first output axis must be the batch axis")
+        if self.shape is None:
+            self.shape = tuple(raw.shape[1:])
+        self._check_finite(raw, start)
         if self.task == "regression":
             batch = _squeeze(raw).astype(np.float64, copy=False).reshape(stop - start, -1)
             if self.values is None:
@@ -140,6 +168,27 @@ class Collector:
                            true_prob=self.true_prob if has_scores else None,
                            true_rank=self.true_rank if has_scores else None,
                            probs=self.probs, n_classes=self.n_classes)
+
+
+def check_comparable(base: Collector, cand: Collector) -> None:
+    """A candidate must answer the same question as the base: as many classes, or outputs of one shape.
+    Otherwise KL, cosine and flips would be silently dropped or compare unrelated numbers."""
+    if base.task == "regression":
+        differ = base.values is not None and cand.values is not None and \
+            base.values.shape[1] != cand.values.shape[1]
+        what = "values per sample"
+        b, c = (base.values.shape[1] if base.values is not None else None,
+                cand.values.shape[1] if cand.values is not None else None)
+    else:  # a label output against a score output is comparable: both predict one of the classes
+        differ = base.n_classes is not None and cand.n_classes is not None and base.n_classes != cand.n_classes
+        what = "class scores per sample"
+        b, c = base.n_classes, cand.n_classes
+    if differ:
+        raise GateInputError(f"gives {c} {what} (output shape (batch, {', '.join(map(str, cand.shape))})), but the "
+                             f"base {Path(base.where).name} gives {b} (output shape "
+                             f"(batch, {', '.join(map(str, base.shape))}))", path=cand.where,
+                             fix="compare models of the same task and classes; with several outputs choose the "
+                                 "matching one with `output:` on the model")
 
 
 def _class_indices(labels: np.ndarray, k: int, model: str, data: str) -> np.ndarray:

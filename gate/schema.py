@@ -137,14 +137,23 @@ class Num(Spec):
         return self._with_description(out)
 
 
+PATH_MAX, NAME_MAX = 4096, 255  # Linux's limits; a longer path can only fail later, less clearly
+
+
 @dataclass
 class Str(Spec):
     enum: tuple[str, ...] | None = None
     description: str = ""
+    path: bool = False  # a file path: no NUL byte, within what a file system can name
 
     def check(self, value, path, problems):
         if not isinstance(value, str) or not value.strip():
             problems.append(Problem(path, f"must be a non-empty string. Got {show(value)}."))
+            return None
+        if self.path and ("\0" in value or len(value) > PATH_MAX or
+                          any(len(part.encode()) > NAME_MAX for part in value.replace("\\", "/").split("/"))):
+            problems.append(Problem(path, f"is not a possible file path (a NUL byte, more than {PATH_MAX} characters "
+                                    f"or a name over {NAME_MAX} bytes). Got {show(value)}."))
             return None
         if self.enum is not None and value not in self.enum:
             hint = difflib.get_close_matches(value, self.enum, n=1)

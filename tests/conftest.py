@@ -7,7 +7,9 @@ for every candidate, and knows the accuracy drop and the flips (b = base right
 and candidate wrong, c = base wrong and candidate right) exactly.
 
 Everything is built with onnx.helper (opset 17, IR version 8), never downloaded,
-and run through the real CLI in a subprocess (`python -m gate ...`).
+and run through the real CLI: in this process (run_main: gate.cli.main, output captured) unless the
+process itself is under test, then in a subprocess (run_cli: `python -m gate ...`). The demo
+(`gate demo`) is built once per session (demo_run, demo_dir) and shared.
 """
 
 from __future__ import annotations
@@ -254,6 +256,66 @@ def run_cli(*args, cwd: Path | None = None, timeout: float = 180) -> CliResult:
     return CliResult(code=proc.returncode, stdout=proc.stdout, stderr=proc.stderr, args=tuple(args))
 
 
+def _repository_code_modules(before: set[str]) -> list[str]:
+    """Modules imported since `before` from outside the interpreter and this checkout: repository code
+    a policy's `factory:` imported from a temporary directory (a fresh process would not keep them)."""
+    keep = tuple(str(Path(p).resolve()) for p in {sys.prefix, sys.base_prefix, sys.exec_prefix, ROOT})
+    found = []
+    for name in set(sys.modules) - before:
+        file = getattr(sys.modules[name], "__file__", None)
+        if file and not str(Path(file).resolve()).startswith(keep):
+            found.append(name)
+    return found
+
+
+def run_main(*args, cwd: Path | None = None) -> CliResult:
+    """`gate ARGS` in this process: gate.cli.main with stdout and stderr captured, seen as run_cli sees them
+    (no terminal, the CI variables removed, warnings printed rather than raised, repository code a factory
+    imported forgotten). For tests of what the gate does, not of the process it runs in: keep run_cli
+    for exit codes of the process itself, signals and pipes, environments and what a fresh process imports."""
+    import contextlib
+    import io
+    import warnings
+    from unittest import mock
+
+    from gate import cli
+
+    out, err = io.StringIO(), io.StringIO()
+    print_summary = cli._print_summary
+
+    def summary(*a, **k):  # its `stream=sys.stdout` default was bound at import, to pytest's capture
+        if len(a) < 3:
+            k.setdefault("stream", sys.stdout)
+        return print_summary(*a, **k)
+
+    before = set(sys.modules)
+    torch = sys.modules.get("torch")
+    threads = torch.get_num_threads() if torch is not None else None
+    env = _env()  # PYTHONWARNINGS=default too, for the processes the gate starts
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(mock.patch.dict(os.environ, env, clear=True))
+        stack.enter_context(mock.patch.object(cli, "_print_summary", summary))
+        stack.enter_context(warnings.catch_warnings())
+        warnings.simplefilter("default")  # as PYTHONWARNINGS=default: shown on stderr, where tests look
+        warnings.showwarning = lambda message, category, filename, lineno, file=None, line=None: sys.stderr.write(
+            warnings.formatwarning(message, category, filename, lineno, line))
+        stack.enter_context(contextlib.redirect_stdout(out))
+        stack.enter_context(contextlib.redirect_stderr(err))
+        if cwd is not None:
+            stack.enter_context(contextlib.chdir(cwd))
+        try:
+            code = cli.main([str(a) for a in args])
+        except SystemExit as exc:  # argparse: --help, --version, usage mistakes
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+            if isinstance(exc.code, str):
+                print(exc.code, file=sys.stderr)
+    for name in _repository_code_modules(before):
+        del sys.modules[name]
+    if threads is not None and torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+    return CliResult(code=code, stdout=out.getvalue(), stderr=err.getvalue(), args=tuple(args))
+
+
 def read_report(out_dir: Path) -> dict:
     return json.loads((Path(out_dir) / "report.json").read_text(encoding="utf-8"))
 
@@ -268,6 +330,46 @@ def rule_of(cand: dict, metric: str, bound_kind: str | None = None) -> dict:
     found = [r for r in cand["rules"] if r["metric"] == metric and (bound_kind is None or r["bound_kind"] == bound_kind)]
     assert len(found) == 1, cand["rules"]
     return found[0]
+
+
+# --------------------------------------------------------------------------------------------
+# the demo, built once per session
+# --------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class DemoRun:
+    root: Path  # what `gate demo --out ROOT` wrote: policy.yaml, models/, data/ and report/
+    assets: object  # the gate.demo_assets.DemoAssets that build_demo_assets returned in that run
+    result: CliResult
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory) -> DemoRun:
+    """One `gate demo` (in this process) for the whole session: 5 candidates, pruned-90 fails 5 rules and
+    warns on 1, 29 rules pass. Shared: read it, never write into it (copy it with shutil.copytree first)."""
+    from unittest import mock
+
+    from gate import demo_assets
+
+    built = []
+    build = demo_assets.build_demo_assets
+
+    def recording(*args, **kwargs):
+        built.append(build(*args, **kwargs))
+        return built[-1]
+
+    root = tmp_path_factory.mktemp("demo") / "gate-demo"
+    with mock.patch.object(demo_assets, "build_demo_assets", recording):
+        result = run_main("demo", "--out", root)
+    assert result.code == 0 and len(built) == 1, result
+    assert "Traceback" not in result.stderr, result
+    return DemoRun(root=root, assets=built[0], result=result)
+
+
+@pytest.fixture(scope="session")
+def demo_dir(demo_run) -> Path:
+    """The session's `gate demo` output directory (read-only, see demo_run)."""
+    return demo_run.root
 
 
 # --------------------------------------------------------------------------------------------

@@ -263,12 +263,11 @@ def run_action(inputs: dict, *, env: dict, workspace: Path, token: str = "t0ken"
 
 
 @pytest.fixture(scope="module")
-def workspace(tmp_path_factory) -> Path:
-    """A model repository's checkout: the demo's models, data and policy under gate-demo/."""
+def workspace(tmp_path_factory, demo_dir) -> Path:
+    """A model repository's checkout: the demo's models, data and policy under gate-demo/ (a copy of
+    the session's `gate demo` output, report/ included, so the steps may write next to it)."""
     ws = tmp_path_factory.mktemp("workspace")
-    proc = subprocess.run([sys.executable, "-m", "gate", "demo", "--out", str(ws / "gate-demo")],
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    shutil.copytree(demo_dir, ws / "gate-demo")
     return ws
 
 

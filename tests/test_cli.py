@@ -1,7 +1,9 @@
 """The CLI contract with CI: exit codes, messages that name the file and the fix, and the reports.
 
-Every test drives the real command in a subprocess (`python -m gate ...`) with no
-terminal attached, on tiny lookup-table ONNX models built by conftest.py.
+The tests drive the real command, gate.cli.main, in this process (conftest.run_main: no terminal, output
+captured, CI variables removed) on tiny lookup-table ONNX models built by conftest.py. A subprocess
+(`python -m gate ...`) is kept where the process is what is tested: the module entry's exit status and a
+reader that closes the pipe early.
 """
 
 from __future__ import annotations
@@ -16,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import (ROOT, _env, candidate, logits_for, lookup_model, make_scenario, read_report, rule_of, run_cli,
-                      write_csv, write_npz, write_policy)
+from conftest import (ROOT, candidate, logits_for, lookup_model, make_scenario, read_report, rule_of, run_cli,
+                      run_main, write_csv, write_npz, write_policy)
 
 N = 300
 
@@ -62,29 +64,39 @@ def assert_input_error(result, *needles):
     ["policy", "--help"], ["policy", "check", "--help"], ["policy", "schema", "--help"],
 ])
 def test_help_exits_zero(args):
-    result = run_cli(*args)
+    result = run_main(*args)
     assert result.code == 0, result
     assert result.stdout.startswith("usage: gate"), result
     assert result.stderr == ""
 
 
 def test_top_level_help_lists_commands_and_exit_codes():
-    out = run_cli("--help").stdout
+    out = run_main("--help").stdout
     for command in ("check", "measure", "judge", "demo", "policy"):
         assert command in out
-    assert "exit codes" in out and "2 wrong inputs" in out
+    assert "exit codes" in out and "2 the inputs are wrong" in out
 
 
 def test_version():
     from gate import __version__
 
+    result = run_main("--version")
+    assert result.code == 0 and result.stdout.strip() == f"gate {__version__}", result
+
+
+def test_the_module_entry_exits_with_mains_code():
+    """`python -m gate` in a fresh process: its exit status is main's code (0 and 2 here; 1 in the pipe test)."""
+    from gate import __version__
+
     result = run_cli("--version")
     assert result.code == 0 and result.stdout.strip() == f"gate {__version__}", result
+    result = run_cli("check")
+    assert result.code == 2 and "usage: gate" in result.stderr, result
 
 
 @pytest.mark.parametrize("args", [[], ["frobnicate"], ["check"], ["check", "--policy"], ["judge", "--policy", "x"]])
 def test_usage_mistakes_exit_two(args):
-    result = run_cli(*args)
+    result = run_main(*args)
     assert result.code == 2, result
     no_traceback(result)
     assert "usage: gate" in result.stdout + result.stderr
@@ -97,7 +109,7 @@ def test_usage_mistakes_exit_two(args):
 def test_policy_schema_prints_the_committed_schema():
     schema_file = ROOT / "policies" / "schema.json"
     assert schema_file.is_file(), "policies/schema.json is missing"
-    result = run_cli("policy", "schema")
+    result = run_main("policy", "schema")
     assert result.code == 0, result
     assert json.loads(result.stdout) == json.loads(schema_file.read_text(encoding="utf-8"))
 
@@ -122,14 +134,14 @@ rules:
 def test_policy_check_accepts_a_valid_policy(models):
     path = models / "valid.yaml"
     path.write_text(VALID, encoding="utf-8")
-    result = run_cli("policy", "check", path)
+    result = run_main("policy", "check", path)
     assert result.code == 0, result
     assert "valid" in result.stdout and "2 rule(s)" in result.stdout
 
 
 @pytest.mark.parametrize("name", ["default", "release", "regression"])
 def test_policy_check_accepts_the_presets(name):
-    result = run_cli("policy", "check", name)
+    result = run_main("policy", "check", name)
     assert result.code == 0, result
 
 
@@ -148,11 +160,11 @@ def test_policy_check_names_the_file_line_and_fix(models, case, old, new, line, 
     assert old in VALID
     path = models / f"bad-{case}.yaml"
     path.write_text(VALID.replace(old, new, 1), encoding="utf-8")
-    result = run_cli("policy", "check", path)
+    result = run_main("policy", "check", path)
     assert_input_error(result, f"{path}:{line}:", *needles)
     assert "fix:" in result.stderr
     # the policy is refused the same way by `gate check`
-    check = run_cli("check", "--policy", path, "--out", models / f"out-bad-{case}")
+    check = run_main("check", "--policy", path, "--out", models / f"out-bad-{case}")
     assert_input_error(check, f"{path}:{line}:")
     assert not (models / f"out-bad-{case}" / "report.json").exists()
 
@@ -160,12 +172,12 @@ def test_policy_check_names_the_file_line_and_fix(models, case, old, new, line, 
 def test_policy_check_refuses_missing_files(models):
     path = models / "missing-files.yaml"
     path.write_text(VALID.replace("same.onnx", "nowhere.onnx"), encoding="utf-8")
-    assert_input_error(run_cli("policy", "check", path), str(path), "nowhere.onnx")
+    assert_input_error(run_main("policy", "check", path), str(path), "nowhere.onnx")
 
 
 def test_unknown_policy_file_or_preset(models):
-    assert_input_error(run_cli("check", "--policy", models / "nope.yaml"), "nope.yaml")
-    assert_input_error(run_cli("policy", "check", "relase"), "release")
+    assert_input_error(run_main("check", "--policy", models / "nope.yaml"), "nope.yaml")
+    assert_input_error(run_main("policy", "check", "relase"), "release")
 
 
 # ------------------------------------------------------------------------------------------
@@ -178,7 +190,7 @@ RULES = [{"metric": "accuracy", "max_drop": 0.05}]
 def _check(d: Path, name: str, **policy):
     policy.setdefault("candidates", {"same": "same.onnx"})
     path = write_policy(d / f"{name}.yaml", RULES, **policy)
-    return run_cli("check", "--policy", path, "--out", d / f"out-{name}")
+    return run_main("check", "--policy", path, "--out", d / f"out-{name}")
 
 
 def test_missing_data_file(models):
@@ -194,7 +206,7 @@ def test_wrong_feature_count(models):
 def test_string_data_for_a_float_input(models):
     np.savez(models / "strings.npz", idx=np.array([["a"]] * N), label=np.zeros(N, dtype=np.int64))
     result = _check(models, "strings", base="fbase.onnx", candidates={"same": "fsame.onnx"}, data="strings.npz")
-    assert_input_error(result, str(models / "strings.npz"), "float32")
+    assert_input_error(result, str(models / "strings.npz"), "sample 0", "'a'", "not a number")
 
 
 def test_string_csv_column_for_a_float_input(models):
@@ -270,7 +282,7 @@ def test_exit_zero_and_one_and_quiet_stderr(models):
     assert "verdict: PASS" in passing.stdout
     path = write_policy(models / "fail-run.yaml", [{"metric": "accuracy", "max_drop": 0.01}],
                         candidates={"worse": "worse.onnx"}, inconclusive="warn")
-    failing = run_cli("check", "--policy", path, "--out", models / "out-fail-run")
+    failing = run_main("check", "--policy", path, "--out", models / "out-fail-run")
     assert failing.code == 1, failing
     assert "verdict: FAIL" in failing.stdout and "worse" in failing.stdout
     no_traceback(failing)
@@ -290,7 +302,7 @@ def test_output_piped_into_a_reader_that_stops_early_keeps_the_exit_code(models)
 
 
 def test_preset_with_flags(models):
-    result = run_cli("check", "--policy", "default", "--base", models / "base.onnx",
+    result = run_main("check", "--policy", "default", "--base", models / "base.onnx",
                      "--candidate", f"w={models / 'worse.onnx'}", "--candidate", str(models / "same.onnx"),
                      "--data", models / "data.npz", "--out", models / "out-preset")
     assert result.code == 1, result
@@ -300,18 +312,16 @@ def test_preset_with_flags(models):
     assert report["provenance"]["policy"]["path"] == "preset:default"
 
 
-def test_internal_bug_exits_three_with_the_trace():
-    code = ("import gate.pipeline\n"
-            "def boom(*a, **k):\n"
-            "    raise ZeroDivisionError('simulated bug')\n"
-            "gate.pipeline.measure = boom\n"
-            "from gate.cli import main\n"
-            "raise SystemExit(main(['check', '--policy', 'default', '--base', 'b.onnx', '--candidate', 'c.onnx',"
-            " '--data', 'd.npz']))\n")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=_env(),
-                          stdin=subprocess.DEVNULL, timeout=120)
-    assert proc.returncode == 3, proc.stderr
-    assert "simulated bug" in proc.stderr and "a bug" in proc.stderr
+def test_internal_bug_exits_three_with_the_trace(monkeypatch):
+    import gate.pipeline
+
+    def boom(*a, **k):
+        raise ZeroDivisionError("simulated bug")
+
+    monkeypatch.setattr(gate.pipeline, "measure", boom)
+    result = run_main("check", "--policy", "default", "--base", "b.onnx", "--candidate", "c.onnx", "--data", "d.npz")
+    assert result.code == 3, result
+    assert "Traceback" in result.stderr and "simulated bug" in result.stderr and "a bug" in result.stderr, result
 
 
 # ------------------------------------------------------------------------------------------
@@ -376,7 +386,7 @@ def hostile(models):
     rules = [{"metric": "accuracy", "max_drop": 0.01}, {"metric": "flip_rate", "max": 0.2},
              {"metric": "kl_divergence", "max": 1.0, "name": "kl | <b>bold</b>"}]
     path = write_policy(models / "hostile.yaml", rules, candidates=cands, inconclusive="warn")
-    result = run_cli("check", "--policy", path, "--out", models / "out-hostile")
+    result = run_main("check", "--policy", path, "--out", models / "out-hostile")
     return result, models / "out-hostile"
 
 
@@ -440,7 +450,7 @@ def test_junit_has_one_testcase_per_rule_per_candidate(hostile):
 def test_junit_survives_control_characters_in_names(models):
     name = "ansi \x1b[31mred\x1b[0m and bell \x07"
     path = write_policy(models / "control.yaml", RULES, candidates={name: "same.onnx"})
-    result = run_cli("check", "--policy", path, "--out", models / "out-control")
+    result = run_main("check", "--policy", path, "--out", models / "out-control")
     assert result.code == 0, result
     # a report CI cannot parse is no report: XML 1.0 has no ESC or BEL, not even as &#27;
     ET.parse(models / "out-control" / "junit.xml")
@@ -455,7 +465,7 @@ def test_sixty_candidates_with_long_names_fit_githubs_limit(models):
              {"metric": "negative_flip_rate", "max": 0.2}, {"metric": "top_2_accuracy", "max_drop": 0.01},
              {"metric": "model_size_mb", "max": 5}]
     path = write_policy(models / "sixty.yaml", rules, candidates=cands, inconclusive="warn")
-    result = run_cli("check", "--policy", path, "--out", models / "out-sixty")
+    result = run_main("check", "--policy", path, "--out", models / "out-sixty")
     assert result.code == 1, result
     md = (models / "out-sixty" / "report.md").read_text(encoding="utf-8")
     assert len(md) < 65_000
@@ -484,11 +494,11 @@ def _judged(report: dict) -> list:
 def test_measure_then_judge_gives_the_verdict_of_check(models):
     path = write_policy(models / "split.yaml", SPLIT_RULES,
                         candidates={"same": "same.onnx", "worse": "worse.onnx"}, inconclusive="warn")
-    check = run_cli("check", "--policy", path, "--out", models / "out-split-check")
-    measure = run_cli("measure", "--policy", path, "--out", models / "results.json")
+    check = run_main("check", "--policy", path, "--out", models / "out-split-check")
+    measure = run_main("measure", "--policy", path, "--out", models / "results.json")
     assert measure.code == 0, measure
     assert (models / "results.json").is_file()
-    judge = run_cli("judge", models / "results.json", "--policy", path, "--out", models / "out-split-judge")
+    judge = run_main("judge", models / "results.json", "--policy", path, "--out", models / "out-split-judge")
     assert check.code == judge.code == 1, (check, judge)
     one, two = read_report(models / "out-split-check"), read_report(models / "out-split-judge")
     assert one["verdict"] == two["verdict"] == "fail"
@@ -499,9 +509,9 @@ def test_measure_then_judge_gives_the_verdict_of_check(models):
 def test_judge_merges_results_of_the_same_base_and_data(models):
     a = write_policy(models / "part-a.yaml", SPLIT_RULES, candidates={"same": "same.onnx"}, inconclusive="warn")
     b = write_policy(models / "part-b.yaml", SPLIT_RULES, candidates={"worse": "worse.onnx"})
-    assert run_cli("measure", "--policy", a, "--out", models / "part-a.json").code == 0
-    assert run_cli("measure", "--policy", b, "--out", models / "part-b.json").code == 0
-    result = run_cli("judge", models / "part-a.json", models / "part-b.json", "--policy", a,
+    assert run_main("measure", "--policy", a, "--out", models / "part-a.json").code == 0
+    assert run_main("measure", "--policy", b, "--out", models / "part-b.json").code == 0
+    result = run_main("judge", models / "part-a.json", models / "part-b.json", "--policy", a,
                      "--out", models / "out-merged")
     assert result.code == 1, result
     report = read_report(models / "out-merged")
@@ -513,9 +523,9 @@ def test_judge_merges_results_of_the_same_base_and_data(models):
 def test_judging_results_measured_on_different_data_is_refused(models):
     a = write_policy(models / "data-a.yaml", SPLIT_RULES, candidates={"same": "same.onnx"})
     b = write_policy(models / "data-b.yaml", SPLIT_RULES, candidates={"worse": "worse.onnx"}, data="other.npz")
-    assert run_cli("measure", "--policy", a, "--out", models / "data-a.json").code == 0
-    assert run_cli("measure", "--policy", b, "--out", models / "data-b.json").code == 0
-    result = run_cli("judge", models / "data-a.json", models / "data-b.json", "--policy", a,
+    assert run_main("measure", "--policy", a, "--out", models / "data-a.json").code == 0
+    assert run_main("measure", "--policy", b, "--out", models / "data-b.json").code == 0
+    result = run_main("judge", models / "data-a.json", models / "data-b.json", "--policy", a,
                      "--out", models / "out-mixed")
     assert_input_error(result, "data-b.json", "data")
     assert not (models / "out-mixed" / "report.json").exists()
@@ -525,11 +535,11 @@ def test_judge_refuses_a_rule_the_measurement_cannot_support(models):
     """Measured without a bootstrap rule, judged with one: an `error`, never a silent pass."""
     measured = write_policy(models / "narrow.yaml", [{"metric": "accuracy", "max_drop": 0.05}],
                             candidates={"same": "same.onnx"})
-    assert run_cli("measure", "--policy", measured, "--out", models / "narrow.json").code == 0
+    assert run_main("measure", "--policy", measured, "--out", models / "narrow.json").code == 0
     wider = write_policy(models / "wider.yaml", [{"metric": "accuracy", "max_drop": 0.05},
                                                  {"metric": "f1_macro", "max_drop": 0.05}],
                          candidates={"same": "same.onnx"})
-    result = run_cli("judge", models / "narrow.json", "--policy", wider, "--out", models / "out-wider")
+    result = run_main("judge", models / "narrow.json", "--policy", wider, "--out", models / "out-wider")
     assert result.code == 1, result
     rule = rule_of(candidate(read_report(models / "out-wider"), "same"), "f1_macro")
     assert rule["status"] == "error" and rule["blocking"]
@@ -546,5 +556,5 @@ def test_judge_refuses_files_that_are_not_results(models, tag, content, needle):
     path = models / f"bogus-{tag}.json"
     if content is not None:
         path.write_text(content, encoding="utf-8")
-    result = run_cli("judge", path, "--policy", "default", "--out", models / "out-bogus")
+    result = run_main("judge", path, "--policy", "default", "--out", models / "out-bogus")
     assert_input_error(result, path.name, needle)

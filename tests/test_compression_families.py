@@ -13,8 +13,8 @@ a few seconds on a CPU) and compresses it eight ways with the real tools:
   torch-int8     torch.ao dynamic int8 quantization of Linear     TorchScript .pt
   torch-same     the base itself, as safetensors + factory        (torch vs ONNX runtime)
 
-One `gate check` (a subprocess, as in CI) judges them all against the ONNX base: torch and
-ONNX models in one policy. Each test then holds the report to numbers computed here,
+One `gate check` (gate.cli.main, in this process: conftest.run_main) judges them all against the
+ONNX base: torch and ONNX models in one policy. Each test then holds the report to numbers computed here,
 independently: every model is run in this process (onnxruntime sessions, the in-memory torch
 modules) and accuracy, flips and the b/c counts are counted with numpy; parameters come from
 the modules' shapes or the ONNX initializers read with numpy_helper; sparsity from the
@@ -36,7 +36,7 @@ import onnxruntime as ort
 import torch  # the test extra installs it (pip install '.[test]')
 from onnx import TensorProto, helper, numpy_helper
 
-from conftest import IR_VERSION, OPSET, candidate, read_report, rule_of, run_cli, write_policy
+from conftest import IR_VERSION, OPSET, candidate, read_report, rule_of, run_main, write_policy
 
 N_TRAIN = 1000
 BATCH = 256  # the policy's batch_size: the independent runs use the same batches
@@ -318,7 +318,7 @@ def families(tmp_path_factory):
              "torch-same": {"path": "cnn.safetensors", "factory": "zoo.nets:cnn"}}
     policy = write_policy(d / "policy.yaml", RULES, base="base.onnx", candidates=paths,
                           data={"path": "data.npz", "labels": "label"}, batch_size=BATCH)
-    result = run_cli("check", "--policy", policy, "--out", d / "out", timeout=300)
+    result = run_main("check", "--policy", policy, "--out", d / "out")
 
     outputs["base"] = _run_onnx(d / "base.onnx", x)
     for name, path in onnx_paths.items():

@@ -17,8 +17,10 @@ EXPECTED_CANDIDATES = {"int8-dynamic", "int8-static-qdq", "fp16", "pruned-50", "
 
 
 @pytest.fixture(scope="module")
-def assets(tmp_path_factory) -> DemoAssets:
-    return build_demo_assets(tmp_path_factory.mktemp("demo"), seed=0)
+def assets(demo_run) -> DemoAssets:
+    """What build_demo_assets returned inside the session's `gate demo` run (seed 0, its default)."""
+    assert isinstance(demo_run.assets, DemoAssets)
+    return demo_run.assets
 
 
 @pytest.fixture(scope="module")
@@ -201,6 +203,7 @@ def test_compressed_models_are_smaller(assets):
 
 
 def test_build_is_deterministic(assets, tmp_path):
+    # the session's build (by `gate demo`, default seed) against a second one with the seed given
     again = build_demo_assets(tmp_path / "again", seed=0)
     assert again.base.read_bytes() == assets.base.read_bytes()
     assert again.data.read_bytes() == assets.data.read_bytes()

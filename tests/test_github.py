@@ -7,6 +7,7 @@ pull requests; tests/test_action.py uses it too.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -49,7 +50,9 @@ class FakeGitHub:
         self.lock = threading.Lock()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        # shutdown() waits for serve_forever's next poll: 0.5 s by default, on every test that uses the server
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.01},
+                                       daemon=True)
 
     def __enter__(self) -> FakeGitHub:
         self.thread.start()
@@ -184,17 +187,14 @@ def pull_request_event(number: int = 7, repo: str = "acme/models", head_repo: st
     }
 
 
-# ---------------------------------------------------------------- a real report, once per module
+# ---------------------------------------------------------------- a real report, once per session
 
 
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory) -> Path:
-    """`gate demo`: 5 candidates, pruned-90 fails 5 rules and warns on 1; 29 rules pass."""
-    out = tmp_path_factory.mktemp("demo")
-    proc = subprocess.run([sys.executable, "-m", "gate", "demo", "--out", str(out)],
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    return out
+@pytest.fixture
+def demo(demo_dir) -> Path:
+    """`gate demo` (conftest's session run): 5 candidates, pruned-90 fails 5 rules and warns on 1; 29 rules
+    pass. Only read here: the step writes its outputs and summary under tmp_path."""
+    return demo_dir
 
 
 # ---------------------------------------------------------------- workflow commands
@@ -256,9 +256,9 @@ def test_one_annotation_per_failed_or_warned_rule_on_the_rule_line(tmp_path):
     (tmp_path / "gate").mkdir()
     policy = tmp_path / "gate" / "policy.yaml"
     policy.write_text(POLICY)
-    report = _report([_rule(1, "fail", True), _rule(2, "pass", False, "flip_rate max 0.02"),
-                      _rule(3, "warn", False, "kl_divergence max 0.05"),
-                      _rule(4, "inconclusive", False, "log_loss max_relative_increase 0.05")],
+    report = _report([dict(_rule(1, "fail", True), line=4), dict(_rule(2, "pass", False, "flip_rate max 0.02"), line=8),
+                      dict(_rule(3, "warn", False, "kl_divergence max 0.05"), line=10),
+                      dict(_rule(4, "inconclusive", False, "log_loss max_relative_increase 0.05"), line=11)],
                      policy_path=str(policy), policy_text=POLICY)
     anns = gh.report_annotations(report, workspace=tmp_path)
     assert [(a.level, a.file, a.line) for a in anns] == [
@@ -310,11 +310,16 @@ def test_the_gate_log_becomes_annotations_on_the_named_file(tmp_path):
     assert "KeyError: 'x'" in bug.message
 
 
-def test_rule_lines_survive_odd_policies():
-    assert gh.rule_lines(POLICY) == {1: 4, 2: 8, 3: 10, 4: 11}
-    assert gh.rule_lines("rules: [") == {}
-    assert gh.rule_lines("- a list") == {}
-    assert gh.rule_lines(None) == {}
+def test_annotations_take_the_rule_line_from_the_report_not_from_the_policy_text(tmp_path):
+    # the policy text is not re-parsed: a rule result carries its line (report_format 2)
+    (tmp_path / "policy.yaml").write_text("rules: [")
+    rule = dict(_rule(1, "fail", True), line=7)
+    [ann] = gh.report_annotations(_report([rule], policy_path=str(tmp_path / "policy.yaml"), policy_text="rules: ["),
+                                  workspace=tmp_path)
+    assert (ann.file, ann.line) == ("policy.yaml", 7)
+    [bare] = gh.report_annotations(_report([_rule(1, "fail", True)], policy_path=str(tmp_path / "policy.yaml")),
+                                   workspace=tmp_path)
+    assert (bare.file, bare.line) == ("policy.yaml", None)
 
 
 # ---------------------------------------------------------------- outputs and exit codes
@@ -590,11 +595,29 @@ def test_main_in_comment_mode_finds_a_forks_pull_request_from_the_event(demo, gi
     assert "[this workflow run](https://github.com/acme/models/actions/runs/99)" in body
 
 
-def test_main_reports_a_bug_in_itself_as_exit_3(tmp_path):
+@pytest.mark.parametrize("report", [
+    {"verdict": "pass", "candidates": [{"rules": [7]}]},
+    {"verdict": "pass", "candidates": [{"name": "a", "verdict": "pass", "rules": [{"status": "maybe"}]}]},
+    {"verdict": "pass", "candidates": [{"name": "a", "verdict": "fail", "rules": []}]},
+    {"verdict": "pass", "candidates": ["a"]},
+], ids=["rule-not-a-dict", "unknown-status", "pass-over-a-failure", "candidate-not-a-dict"])
+def test_a_damaged_report_fails_the_step_and_is_never_read_as_a_pass(tmp_path, report):
     (tmp_path / "r").mkdir()
-    (tmp_path / "r" / "report.json").write_text(json.dumps({"verdict": "pass", "candidates": [{"rules": [7]}]}))
+    (tmp_path / "r" / "report.json").write_text(json.dumps(report))
     (tmp_path / "r" / "report.md").write_text("# x\n")
-    env = _env(tmp_path, None, {})
-    proc = _run(["--report-dir", str(tmp_path / "r"), "--gate-exit", "0"], env, tmp_path)
-    assert proc.returncode == 3
-    assert "::error title=gate%3A the GitHub step failed (a bug)::AttributeError" in proc.stdout
+    out = io.StringIO()
+    code = gh.main(["--report-dir", str(tmp_path / "r"), "--gate-exit", "0"], _env(tmp_path, None, {}), out=out)
+    assert code == 2
+    assert "not a report.json of this gate" in out.getvalue()
+    assert "verdict PASS" not in out.getvalue()
+
+
+def test_main_reports_a_bug_in_itself_as_exit_3(tmp_path, demo, monkeypatch):
+    def broken(*args, **kwargs):
+        raise AttributeError("a bug")
+
+    monkeypatch.setattr(gh, "report_annotations", broken)
+    out = io.StringIO()
+    code = gh.main(["--report-dir", str(demo / "report"), "--gate-exit", "1"], _env(tmp_path, None, {}), out=out)
+    assert code == 3
+    assert "::error title=gate%3A the GitHub step failed (a bug)::AttributeError: a bug" in out.getvalue()

@@ -115,7 +115,29 @@ def test_holm_keeps_a_marginal_group_inconclusive_that_alone_would_fail():
     assert alone.rules[1].status == "fail"
     assert holm.rules[1].status == "inconclusive" and bonf.rules[1].status == "inconclusive"
     g0 = next(e for e in holm.rules[1].groups if e["group"] == "g00")
-    assert "holm-corrected over 20 tests" in g0["reason"]
+    # the interval quoted is g00's own (it lies beyond the bound): the reason says the correction decided
+    assert "(95% CI 0.0481 to 0.1623), beyond the bound" in g0["reason"]
+    assert "but not after the holm correction over 20 tests (p = " in g0["reason"]
+    # an undecided rule is headlined by the subgroup that left it undecided, never by a passing one
+    assert holm.rules[1].reason.startswith("worst inconclusive of 20 subgroup test(s): g=g00:")
+    # advice for a test held by the correction plans at the corrected level: more than measured
+    assert g0["samples_needed"] > 100
+
+
+def test_an_inconclusive_rule_is_never_headlined_by_a_passing_subgroup():
+    # g00 is clearly fine but has the largest observed drop among the passing; g01 (few samples) is undecided
+    y = np.zeros(1100, dtype=np.int64)
+    group = np.array(["g00"] * 1000 + ["g01"] * 100)
+    cand_pred = y.copy()
+    cand_pred[:5] = 1  # g00 loses 5 of 1000: a drop of 0.005, well within 0.05
+    cand_pred[1000:1003] = 1  # g01 loses 3 of 100: 0.03, its interval reaches past 0.05
+    _, verdict, _ = measure(RULES.replace("max_drop: 0.02", "max_drop: 0.5").replace("max_drop: 0.03", "max_drop: 0.05"),
+                            y, {"g": group}, preds(y.copy()), preds(cand_pred))
+    rule = verdict.rules[1]
+    statuses = {e["group"]: e["status"] for e in rule.groups}
+    assert statuses == {"g00": "pass", "g01": "inconclusive"}, rule.groups
+    assert rule.status == "inconclusive"
+    assert "g=g01" in rule.reason and "g=g00" not in rule.reason
 
 
 def test_clear_failures_survive_the_correction():

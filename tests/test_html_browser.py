@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from playwright.sync_api import sync_playwright
 
-from conftest import logits_for, lookup_model, make_scenario, run_cli, write_npz, write_policy
+from conftest import logits_for, lookup_model, make_scenario, run_main, write_npz, write_policy
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 HOSTILE = '<img src=x onerror="alert(1)">|evil'
@@ -32,7 +32,7 @@ def report(tmp_path_factory):
         {"metric": "flip_rate", "max": 0.1},
     ], candidates={"worse": "worse.onnx", HOSTILE: "same.onnx", "same-again": "same.onnx"},
         data={"path": "data.npz", "labels": "label", "groups": ["region"]}, inconclusive="warn")
-    result = run_cli("check", "--policy", root / "policy.yaml", "--out", root / "out")
+    result = run_main("check", "--policy", root / "policy.yaml", "--out", root / "out")
     assert result.code == 1, result
     return root / "out" / "report.html"
 

@@ -11,7 +11,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from conftest import candidate, read_report, rule_of, run_cli, write_policy
+from conftest import candidate, read_report, rule_of, run_main, write_policy
 from gate.measure.memory import peak_memory
 
 D_IN = 1000
@@ -19,11 +19,17 @@ WEIGHT_MB = D_IN * 8000 * 4 / 1e6  # the big model's weights: 32 MB
 
 
 def matmul_model(path, d_out: int):
+    """x @ w, then summed to 8 outputs: a big and a tiny model answer in the same shape (the gate refuses to
+    compare outputs of different shapes), while the big one holds d_out/8 times the weights."""
     w = np.random.default_rng(0).standard_normal((D_IN, d_out)).astype(np.float32)
-    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "mm",
+    shape = numpy_helper.from_array(np.array([-1, 8, d_out // 8], dtype=np.int64), "shape")
+    axes = numpy_helper.from_array(np.array([2], dtype=np.int64), "axes")
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["h"]),
+                               helper.make_node("Reshape", ["h", "shape"], ["r"]),
+                               helper.make_node("ReduceSum", ["r", "axes"], ["y"], keepdims=0)], "mm",
                               [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", D_IN])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", d_out])],
-                              [numpy_helper.from_array(w, "w")])
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 8])],
+                              [numpy_helper.from_array(w, "w"), shape, axes])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     onnx.save(model, str(path))
@@ -64,7 +70,7 @@ def test_peak_memory_rules_end_to_end(models):
              {"metric": "peak_memory_mb", "max_increase": 1.0, "severity": "warn"}]
     policy = write_policy(d / "policy.yaml", rules, base="tiny.onnx", candidates={"big": "big.onnx", "tiny2": "tiny.onnx"},
                           data={"path": "data.npz"}, task="regression")
-    result = run_cli("check", "--policy", policy, "--out", d / "out")
+    result = run_main("check", "--policy", policy, "--out", d / "out")
     assert result.code == 1, result
     report = read_report(d / "out")
     big, tiny = candidate(report, "big"), candidate(report, "tiny2")

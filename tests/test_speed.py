@@ -3,7 +3,10 @@
 Nothing here asserts a wall-clock time. The timing loop and the statistics are tested with a fake
 clock (exact answers); the real runs compare a model with itself and with a twin that computes the
 same predictions through 40 extra MatMuls by the identity (about 11x the MACs, 4-6x the time at
-batch 1 on a loaded 2-core machine), so the verdicts hold with a wide margin however noisy the runner.
+batch 1 on a loaded 2-core machine), judged with `speedup min 0.5`: the copy (true speedup 1.0) sits
+2x above the bound and the twin (0.15-0.25) 2-3x below it, so the verdicts hold however noisy the
+runner. How often a copy passes a tight bound (0.9, 10% away) is a property of the machine, not a
+test: benchmarks/test_speed_rule.py and benchmarks/test_identical_copies.py measure it.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from conftest import candidate, read_report, rule_of, run_cli, write_policy
+from conftest import candidate, read_report, rule_of, run_main, write_policy
 from gate.judge import evaluate
 from gate.measure import speed
 from gate.measure.speed import (SpeedSettings, look_confidence, min_runs_for, quantile_interval, speed_metrics,
@@ -25,6 +28,7 @@ from gate.measurements import MetricResult
 from gate.policy import Rule
 
 D, LAYERS, EXTRA, K = 256, 4, 40, 10
+BOUND = 0.5  # speedup min BOUND: the copy (1.0) passes with a 2x margin, the twin (~0.2) fails with 2-3x
 
 
 def mlp(path, *, extra: int = 0):
@@ -255,8 +259,8 @@ def speed_models(tmp_path_factory):
         None, {"input": x})[0].argmax(axis=1)
     np.savez(d / "data.npz", input=x, label=labels.astype(np.int64))
     rules = [{"metric": "accuracy", "max_drop": 0.01}, {"metric": "flip_rate", "max": 0.01},
-             {"metric": "speedup", "min": 0.9}, {"metric": "latency_p99_ms", "max": 1000},
-             {"metric": "speedup", "min": 0.9, "target": "edge"}]
+             {"metric": "speedup", "min": BOUND}, {"metric": "latency_p99_ms", "max": 1000},
+             {"metric": "speedup", "min": BOUND, "target": "edge"}]
     policy = write_policy(d / "policy.yaml", rules, candidates={"same": "same.onnx", "slow": "slow.onnx"},
                           data={"path": "data.npz", "labels": "label"},
                           latency={"min_runs": 100, "min_time_s": 0.0, "max_time_s": 30,
@@ -267,7 +271,7 @@ def speed_models(tmp_path_factory):
 @pytest.fixture(scope="module")
 def checked(speed_models):
     d, policy = speed_models
-    result = run_cli("check", "--policy", policy, "--out", d / "out")
+    result = run_main("check", "--policy", policy, "--out", d / "out")
     return result, read_report(d / "out")
 
 
@@ -279,9 +283,9 @@ def test_same_predictions_with_several_times_the_compute_fail_the_speedup_rule(c
     assert rule_of(slow, "flip_rate")["status"] == "pass"
     assert slow["metrics"]["flip_rate"]["candidate"] == 0.0  # the very same predictions
     assert slow["model"]["footprint"]["macs"] == LAYERS * D * D + EXTRA * D * D + D * K
-    speedup = [r for r in slow["rules"] if r["metric"] == "speedup" and r["rule"] == "speedup min 0.9"][0]
+    speedup = [r for r in slow["rules"] if r["metric"] == "speedup" and r["rule"] == f"speedup min {BOUND}"][0]
     assert speedup["status"] == "fail", speedup
-    assert slow["metrics"]["speedup"]["candidate"] < 0.5  # ~11x the MACs: far below 0.9
+    assert slow["metrics"]["speedup"]["candidate"] < BOUND  # ~11x the MACs, 4-6x the time: about 0.2
     ops = {o["op_type"]: o for o in slow["speed"]["op_profile"]["ops"]}
     assert ops["MatMul"]["candidate_nodes"] == LAYERS + EXTRA + 1
     assert slow["speed"]["op_profile"]["ops"][0]["op_type"] == "MatMul"  # where it loses most
@@ -290,9 +294,12 @@ def test_same_predictions_with_several_times_the_compute_fail_the_speedup_rule(c
 def test_a_copy_of_the_base_passes_the_speedup_rule(checked):
     _, report = checked
     same = candidate(report, "same")
-    r = [r for r in same["rules"] if r["metric"] == "speedup" and r["rule"] == "speedup min 0.9"][0]
+    r = [r for r in same["rules"] if r["metric"] == "speedup" and r["rule"] == f"speedup min {BOUND}"][0]
     assert r["status"] == "pass", r
-    assert r["interval"][0] >= 0.9
+    assert r["interval"][0] >= BOUND
+    # and the copy is told apart from the twin: its whole interval above the twin's
+    slow = [r for r in candidate(report, "slow")["rules"] if r["rule"] == f"speedup min {BOUND}"][0]
+    assert slow["interval"][1] < r["interval"][0], (slow, r)
 
 
 def test_a_percentile_rule_keeps_measuring_until_it_has_enough_runs(checked):
@@ -311,15 +318,15 @@ def test_a_percentile_rule_keeps_measuring_until_it_has_enough_runs(checked):
 
 def test_a_target_rule_without_that_targets_results_is_an_error(checked):
     _, report = checked
-    r = [r for r in candidate(report, "same")["rules"] if r["rule"] == "speedup min 0.9 on edge"][0]
+    r = [r for r in candidate(report, "same")["rules"] if r["rule"] == f"speedup min {BOUND} on edge"][0]
     assert r["status"] == "error" and "gate measure --target edge" in r["reason"]
 
 
 @pytest.fixture(scope="module")
 def on_target(speed_models):
     d, policy = speed_models
-    quality = run_cli("measure", "--policy", policy, "--out", d / "quality.json")
-    edge = run_cli("measure", "--policy", policy, "--target", "edge", "--out", d / "edge.json")
+    quality = run_main("measure", "--policy", policy, "--out", d / "quality.json")
+    edge = run_main("measure", "--policy", policy, "--target", "edge", "--out", d / "edge.json")
     return d, policy, quality, edge
 
 
@@ -336,10 +343,10 @@ def test_measure_on_a_target_then_judge_merges_it_with_the_quality_results(on_ta
     # once judged an identical copy slower than 0.9 (oversubscription noise)
     assert settings["threads_used"] == 1
     assert same["targets"]["edge"]["speed"]["candidate"]["batch"] == 2
-    judged = run_cli("judge", d / "quality.json", d / "edge.json", "--policy", policy, "--out", d / "judged")
+    judged = run_main("judge", d / "quality.json", d / "edge.json", "--policy", policy, "--out", d / "judged")
     assert judged.code == 1, judged
     report = read_report(d / "judged")
-    on_edge = {c["name"]: [r for r in c["rules"] if r["rule"] == "speedup min 0.9 on edge"][0]["status"]
+    on_edge = {c["name"]: [r for r in c["rules"] if r["rule"] == f"speedup min {BOUND} on edge"][0]["status"]
                for c in report["candidates"]}
     assert on_edge == {"same": "pass", "slow": "fail"}
     assert candidate(report, "same")["targets"]["edge"]["host"]["hostname"]
@@ -353,12 +360,15 @@ def test_judge_refuses_target_results_of_another_candidate_file(on_target):
         if c["info"]["name"] == "same":
             c["info"]["sha256"] = "0" * 64
     (d / "edge-other.json").write_text(json.dumps(doc))
-    result = run_cli("judge", d / "quality.json", d / "edge-other.json", "--policy", policy, "--out", d / "refused")
+    result = run_main("judge", d / "quality.json", d / "edge-other.json", "--policy", policy, "--out", d / "refused")
     assert result.code == 2, result
     assert "another file as the candidate 'same'" in result.stderr and "Traceback" not in result.stderr
 
 
-def test_two_copies_of_one_model_pass_in_repeated_runs(speed_models):
+def test_fresh_measurements_tell_a_copy_from_the_slow_twin_every_time(speed_models):
+    """Three fresh measurements (new sessions, new warm-up), each judged as `gate check` judges: the copy
+    passes `speedup min 0.5` and the twin fails it, every time. How often a copy passes a bound 10% away
+    (0.9) is measured, not asserted, in benchmarks/ (test_identical_copies.py, test_speed_rule.py)."""
     from gate.data import load_dataset
     from gate.models import open_runner
     from gate.policy import load_policy
@@ -367,21 +377,24 @@ def test_two_copies_of_one_model_pass_in_repeated_runs(speed_models):
     policy = load_policy(policy_path)
     data = load_dataset(policy.data, max_mb=100)
     runners = []
-    for name in ("base", "same"):
-        runner = open_runner(policy.base if name == "base" else policy.candidates[0], output=None, inputs={},
-                             max_mb=100)
+    for ref in (policy.base, *policy.candidates):
+        runner = open_runner(ref, output=None, inputs={}, max_mb=100)
         runner.bind(data)
-        runners.append(runner)
+        runners.append((ref.name, runner.path, runner))
+    assert [name for name, _, _ in runners] == ["base", "same", "slow"]
     settings = SpeedSettings(min_runs=100, min_time_s=0.1, max_time_s=5.0, warmup=10)
-    r = rule("speedup", "min", 0.9)
+    r = rule("speedup", "min", BOUND)
+
+    def status(metrics, name):
+        return evaluate(r, metrics[name]["speedup"], confidence=0.95, inconclusive="fail").status
+
     statuses = []
-    for _ in range(5):
-        run = speed.measure_on_this_machine([("base", runners[0].path, runners[0]), ("same", runners[1].path, runners[1])],
-                                            settings, confidence=0.95,
-                                            settled=lambda m: evaluate(r, m["same"]["speedup"], confidence=0.95,
-                                                                       inconclusive="fail").status != "inconclusive")
-        statuses.append(evaluate(r, run.metrics["same"]["speedup"], confidence=0.95, inconclusive="fail").status)
-    assert statuses == ["pass"] * 5
+    for _ in range(3):
+        run = speed.measure_on_this_machine(runners, settings, confidence=0.95,
+                                            settled=lambda m: "inconclusive" not in (status(m, "same"),
+                                                                                     status(m, "slow")))
+        statuses.append((status(run.metrics, "same"), status(run.metrics, "slow")))
+    assert statuses == [("pass", "fail")] * 3
 
 
 def test_metric_results_round_trip_through_results_json(on_target):

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import ROOT, candidate, logits_for, lookup_model, make_scenario, read_report, run_cli, write_npz, \
+from conftest import ROOT, candidate, logits_for, lookup_model, make_scenario, read_report, run_main, write_npz, \
     write_policy
 from gate import safety
 
@@ -149,7 +149,7 @@ def formats(tmp_path_factory):
     policy = write_policy(d / "policy.yaml", [{"metric": "accuracy", "max_drop": 0.05},
                                               {"metric": "max_abs_diff", "max": 10.0}],
                           base="base.pt2", candidates=candidates, batch_size=128)
-    result = run_cli("check", "--policy", policy, "--out", d / "out")
+    result = run_main("check", "--policy", policy, "--out", d / "out")
     return d, s, result
 
 
@@ -332,7 +332,7 @@ def hostile(tmp_path_factory):
     candidates = {"good": "good.pt2", **files}
     policy = write_policy(d / "policy.yaml", [{"metric": "accuracy", "max_drop": 0.05}], base="base.onnx",
                           candidates=candidates)
-    result = run_cli("check", "--policy", policy, "--out", d / "out")
+    result = run_main("check", "--policy", policy, "--out", d / "out")
     return d, result, markers, files
 
 
@@ -383,7 +383,7 @@ def test_a_pickled_base_is_exit_2_before_anything_loads(tmp_path):
     write_npz(tmp_path / "data.npz", s.y)
     policy = write_policy(tmp_path / "policy.yaml", [{"metric": "accuracy", "max_drop": 0.05}],
                           candidates={"cand": "cand.onnx"})
-    result = run_cli("check", "--policy", policy, "--out", tmp_path / "out")
+    result = run_main("check", "--policy", policy, "--out", tmp_path / "out")
     assert result.code == 2, result
     assert "Traceback" not in result.stderr
     assert f"error: {tmp_path / 'base.onnx'}: is a Python pickle" in result.stderr, result
@@ -401,7 +401,7 @@ def test_a_model_over_max_file_mb_is_refused_before_loading(tmp_path):
     assert (tmp_path / "base.onnx").stat().st_size / 1e6 < limit and (tmp_path / "data.npz").stat().st_size / 1e6 < limit
     policy = write_policy(tmp_path / "policy.yaml", [{"metric": "accuracy", "max_drop": 0.05}],
                           candidates={"big": "big.pt2"}, max_file_mb=limit)
-    result = run_cli("check", "--policy", policy, "--out", tmp_path / "out")
+    result = run_main("check", "--policy", policy, "--out", tmp_path / "out")
     assert result.code == 2, result
     c = candidate(read_report(tmp_path / "out"), "big")
     assert "over the limit" in c["error"] and "max_file_mb" in c["error"]

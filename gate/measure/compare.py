@@ -14,8 +14,9 @@ from gate.measure import agreement as agree
 from gate.measure.quality import function_for, top_k_hits
 from gate.measure.registry import (AGREEMENT, BOOTSTRAP, FOOTPRINT, PAIRED_PROPORTION, PROPORTION, MetricSpec,
                                    get_metric, top_k_of)
-from gate.measure.stats import (Interval, paired_bootstrap, paired_proportion_diff_interval, percentile_interval,
-                                quantile_grid, wilson_interval)
+from gate.measure.stats import (Interval, paired_bootstrap, paired_proportion_diff_interval,
+                                paired_proportion_relative_change, percentile_interval, quantile_grid,
+                                relative_change_from_bootstrap, wilson_interval)
 from gate.measurements import MetricResult, ModelInfo
 from gate.predictions import Agreement, Predictions
 
@@ -48,9 +49,12 @@ def unavailable_reason(spec: MetricSpec, *, task: str, has_labels: bool, base: P
 
 
 def compare(name: str, *, base: Predictions, cand: Predictions, agreement: Agreement, y: np.ndarray | None,
-            task: str, confidence: float, bootstrap: int, seed: int, with_interval: bool) -> MetricResult:
+            task: str, confidence: float, bootstrap: int, seed: int, with_interval: bool,
+            classes: np.ndarray | None = None, intervals: bool = True) -> MetricResult:
     """One metric for one candidate. Cheap closed-form intervals are always given;
-    bootstrap intervals only when asked (a rule uses the metric)."""
+    bootstrap intervals only when asked (a rule uses the metric). `classes`: inside a slice, its true
+    classes (class averages are taken over them). intervals=False: values only (a subgroup too small to
+    judge, of which there may be thousands)."""
     spec = get_metric(name)
     n = len(y) if y is not None else len(base.pred if base.pred is not None else base.values)
     reason = unavailable_reason(spec, task=task, has_labels=y is not None, base=base, cand=cand)
@@ -67,11 +71,20 @@ def compare(name: str, *, base: Predictions, cand: Predictions, agreement: Agree
         c = int((~hits_b & hits_c).sum())
         acc_b, acc_c = float(hits_b.mean()), float(hits_c.mean())
         k_c = int(hits_c.sum())
+        # relative bounds: Jeffreys-posterior ratio of the paired table (a function of the counts
+        # alone, so the judge re-derives its quantile grid from the evidence; see stats.py)
+        # (only for judged metrics: it costs milliseconds, and thousands of subgroups are shown unjudged)
+        rel = paired_proportion_relative_change(b, c, n, k_c, confidence=confidence) if with_interval else None
+        evidence = {"b": b, "c": c, "n": n, "k": k_c}
+        if not intervals:
+            return MetricResult(metric=name, n=n, base=acc_b, candidate=acc_c, delta=(c - b) / n,
+                                discordant_rate=(b + c) / n, evidence=evidence)
         return MetricResult(metric=name, n=n, base=acc_b, candidate=acc_c, delta=(c - b) / n,
                             delta_interval=paired_proportion_diff_interval(b, c, n, confidence),
                             candidate_interval=wilson_interval(k_c, n, confidence),
-                            discordant_rate=(b + c) / n, evidence={"b": b, "c": c, "n": n, "k": k_c})
-    fn = function_for(name)
+                            relative_interval=rel.interval if rel else None, discordant_rate=(b + c) / n,
+                            evidence=evidence)
+    fn = function_for(name, classes)
     value_b, value_c = fn(base, y, None), fn(cand, y, None)
     if not with_interval:
         return MetricResult(metric=name, n=n, base=_finite(value_b), candidate=_finite(value_c),
@@ -83,23 +96,33 @@ def compare(name: str, *, base: Predictions, cand: Predictions, agreement: Agree
 
 def bootstrapped(name: str, n: int, *, base_value, cand_value, cand_stat, base_stat, confidence: float,
                  bootstrap: int, seed: int) -> MetricResult:
-    """A metric with paired bootstrap intervals of the delta and of the candidate's value.
+    """A metric with paired bootstrap intervals of the delta, of the relative change and of the candidate's value.
 
     Both distributions come from the same resamples (same seed), so the delta is
-    paired: each resample scores base and candidate on the same samples.
+    paired: each resample scores base and candidate on the same samples. The
+    relative change takes the ratio within each resample (cand / base - 1), so the
+    base's own sampling error is in its interval (see stats.relative_change_from_bootstrap).
     """
     s = _seed(seed, name)
     cand_dist = paired_bootstrap(cand_stat, n, n_resamples=bootstrap, seed=s)
     evidence = {"candidate_grid": quantile_grid(cand_dist)}
-    delta_iv = None
+    delta_iv = relative_iv = None
     if base_stat is not None:
-        delta_dist = cand_dist - paired_bootstrap(base_stat, n, n_resamples=bootstrap, seed=s)
+        base_dist = paired_bootstrap(base_stat, n, n_resamples=bootstrap, seed=s)
+        delta_dist = cand_dist - base_dist
         delta_iv = percentile_interval(delta_dist, confidence)
         evidence["delta_grid"] = quantile_grid(delta_dist)
+        if base_value is not None:
+            rel = relative_change_from_bootstrap(cand_dist, base_dist, base_value=base_value, confidence=confidence)
+            relative_iv = rel.interval
+            if rel.grid is not None:
+                evidence["relative_grid"] = rel.grid
+            if rel.unavailable is not None and base_value != 0:
+                evidence["relative_unavailable"] = rel.unavailable
     return MetricResult(metric=name, n=n, base=_finite(base_value), candidate=_finite(cand_value),
                         delta=_finite(cand_value - base_value) if base_value is not None else None,
                         delta_interval=delta_iv, candidate_interval=percentile_interval(cand_dist, confidence),
-                        evidence=evidence)
+                        relative_interval=relative_iv, evidence=evidence)
 
 
 def _agreement(name, spec, *, base, cand, agreement, y, n, confidence, bootstrap, seed, with_interval):

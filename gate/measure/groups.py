@@ -15,6 +15,7 @@ from gate.measure.compare import bootstrapped, compare
 from gate.measure.quality import function_for
 from gate.measure.registry import FAIRNESS, get_metric
 from gate.measurements import GroupingResult, GroupResult, MetricResult
+from gate.policy import DEFAULT_MIN_SAMPLES
 from gate.predictions import Agreement, Predictions
 
 SEP = " × "
@@ -112,13 +113,16 @@ def _fairness_stat(metric: str, p: Predictions, y, grouping: Grouping):
 
 
 def measure_groupings(groupings: list[Grouping], *, base: Predictions, cand: Predictions, agreement: Agreement,
-                      y: np.ndarray | None, task: str, each: set[str], gaps: dict[str, int], fairness: set[str],
-                      confidence: float, bootstrap: int, seed: int) -> tuple[GroupingResult, ...]:
-    """each: metrics judged per subgroup (with intervals); gaps: metric -> min_samples of the
-    subgroups that count; fairness: between-group metrics of the candidate and base."""
+                      y: np.ndarray | None, task: str, each: dict[str, int], gaps: dict[str, int],
+                      fairness: set[str], confidence: float, bootstrap: int, seed: int) -> tuple[GroupingResult, ...]:
+    """each: metric -> min_samples of the subgroups it is judged on (they get intervals; smaller ones are
+    too small to judge and get none); gaps: metric -> min_samples of the subgroups that count;
+    fairness: between-group metrics of the candidate and base."""
     shown = {"accuracy"} if task == "classification" and y is not None else set()
     if task == "regression" and y is not None:
         shown = {"mae"}
+    # below every rule's min_samples a subgroup is only counted: no interval is drawn or judged
+    too_small = min(list(each.values()) + list(gaps.values()) + [DEFAULT_MIN_SAMPLES])
     results = []
     for grouping in groupings:
         groups = []
@@ -126,11 +130,14 @@ def measure_groupings(groupings: list[Grouping], *, base: Predictions, cand: Pre
             idx = grouping.members(j)
             sub_b, sub_c = _slice_predictions(base, idx), _slice_predictions(cand, idx)
             sub_y = y[idx] if y is not None else None
+            # class averages inside a slice are over the slice's own true classes
+            classes = np.unique(sub_y) if task == "classification" and sub_y is not None else None
             metrics = {}
-            for name in sorted(shown | each):
+            for name in sorted(shown | set(each)):
                 metrics[name] = compare(name, base=sub_b, cand=sub_c, agreement=_slice_agreement(agreement, idx),
                                         y=sub_y, task=task, confidence=confidence, bootstrap=bootstrap,
-                                        seed=seed + j, with_interval=name in each)
+                                        seed=seed + j, with_interval=name in each and idx.size >= each[name],
+                                        classes=classes, intervals=idx.size >= too_small)
             flips = negative = None
             if base.pred is not None:
                 flips = int((sub_b.pred != sub_c.pred).sum())
@@ -183,9 +190,12 @@ def measure_groupings(groupings: list[Grouping], *, base: Predictions, cand: Pre
     return tuple(results)
 
 
-def wanted(rules) -> tuple[set[str], dict[str, int], set[str], bool]:
-    """What the rules ask to be measured per group: (each, gaps, fairness, per_class)."""
-    each, gaps, fairness, per_class = set(), {}, set(), False
+def wanted(rules) -> tuple[dict[str, int], dict[str, int], set[str], bool]:
+    """What the rules ask to be measured per group: (each, gaps, fairness, per_class); each and gaps map a
+    metric to the smallest min_samples of the rules on it."""
+    each: dict[str, int] = {}
+    gaps: dict[str, int] = {}
+    fairness, per_class = set(), False
     for rule in rules:
         spec = get_metric(rule.metric)
         if spec is None:
@@ -195,6 +205,6 @@ def wanted(rules) -> tuple[set[str], dict[str, int], set[str], bool]:
         elif rule.per and rule.scope == "gap":
             gaps[rule.metric] = min(gaps.get(rule.metric, rule.min_samples), rule.min_samples)
         elif rule.per:
-            each.add(rule.metric)
+            each[rule.metric] = min(each.get(rule.metric, rule.min_samples), rule.min_samples)
         per_class = per_class or rule.per == "class"
     return each, gaps, fairness, per_class

@@ -28,15 +28,16 @@ def confusion(y: np.ndarray, pred: np.ndarray, k: int) -> np.ndarray:
     return np.bincount(y * k + pred, minlength=k * k).reshape(k, k).astype(np.float64)
 
 
-def _cm(p: Predictions, y: np.ndarray, idx: Idx) -> np.ndarray:
+def _cm(p: Predictions, y: np.ndarray, idx: Idx) -> tuple[np.ndarray, np.ndarray]:
+    """The confusion matrix and the class label of each of its rows."""
     yy, pp = _take(y, idx), _take(p.pred, idx)
     k = int(max(yy.max(initial=0), pp.max(initial=0))) + 1
     if yy.min(initial=0) < 0 or pp.min(initial=0) < 0:
         # labels that are not class indices: map both onto one index space
         classes, inverse = np.unique(np.concatenate([yy, pp]), return_inverse=True)
-        k = len(classes)
         yy, pp = inverse[: len(yy)], inverse[len(yy):]
-    return confusion(yy, pp, k)
+        return confusion(yy, pp, len(classes)), classes
+    return confusion(yy, pp, k), np.arange(k)
 
 
 def _per_class(cm: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -59,19 +60,21 @@ def accuracy(p, y, idx=None) -> float:
 
 
 def balanced_accuracy(p, y, idx=None) -> float:
-    _, recall, _, support, _ = _per_class(_cm(p, y, idx))
+    _, recall, _, support, _ = _per_class(_cm(p, y, idx)[0])
     return float(recall[support > 0].mean())
 
 
-def _macro(which: int) -> MetricFn:
-    def fn(p, y, idx=None) -> float:
-        parts = _per_class(_cm(p, y, idx))
-        return float(parts[which][parts[4]].mean())
+def _macro(which: int):
+    def fn(p, y, idx=None, classes: np.ndarray | None = None) -> float:
+        cm, labels = _cm(p, y, idx)
+        parts = _per_class(cm)
+        counted = parts[4] if classes is None else parts[4] & np.isin(labels, classes)
+        return float(parts[which][counted].mean()) if counted.any() else float("nan")
     return fn
 
 
 def f1_weighted(p, y, idx=None) -> float:
-    _, _, f1, support, _ = _per_class(_cm(p, y, idx))
+    _, _, f1, support, _ = _per_class(_cm(p, y, idx)[0])
     total = support.sum()
     return float((f1 * support).sum() / total) if total else float("nan")
 
@@ -140,7 +143,17 @@ FUNCTIONS: dict[str, MetricFn] = {
 }
 
 
-def function_for(name: str) -> MetricFn | None:
+# Averages over classes. Over all samples they follow scikit-learn (every class in y_true or y_pred);
+# inside a slice (a subgroup, a true class) they average over the slice's true classes only, so
+# `recall_macro per: class` is each class's own recall, not diluted by classes the slice lacks.
+MACRO = ("f1_macro", "precision_macro", "recall_macro")
+
+
+def function_for(name: str, classes: np.ndarray | None = None) -> MetricFn | None:
+    """The metric's function; `classes`: the true classes of a slice, for the class averages."""
+    if name in MACRO and classes is not None:
+        macro = FUNCTIONS[name]
+        return lambda p, y, idx=None: macro(p, y, idx, classes=classes)
     if name in FUNCTIONS:
         return FUNCTIONS[name]
     k = top_k_of(name)

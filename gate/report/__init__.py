@@ -5,6 +5,8 @@ few formatting filters.
 
 report.json format history (`report_format`):
   1 - first version: verdict, candidates[rules], measurements, provenance.
+  2 - `counts` replaced by one `tally` (passed / failed / warned, as every output counts them) at the top
+      and per candidate; rules carry their policy `line`; candidates carry `nonfinite` and `notes`.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from pathlib import Path
 from gate.judge import Verdict
 from gate.measurements import Measurements
 
-REPORT_FORMAT = 1
+REPORT_FORMAT = 2
 MARKDOWN_LIMIT = 65_000  # GitHub comments and step summaries stop at 65,536 characters
 
 
@@ -43,11 +45,13 @@ class Report:
             entry["change_matrix"] = cm.change_matrix
             entry["speed"] = cm.speed  # latency run on this machine: summaries, op_profile, memory, notes
             entry["targets"] = {k: v.to_dict() for k, v in cm.targets.items()}
+            entry["nonfinite"] = cm.nonfinite
+            entry["notes"] = list(cm.notes)
             candidates.append(entry)
         return {
             "report_format": REPORT_FORMAT,
             "verdict": self.verdict.verdict,
-            "counts": self.verdict.counts,
+            "tally": self.verdict.tally.to_dict(),
             "confidence": m.confidence,
             "inconclusive": self.verdict.inconclusive,
             "task": m.task,
@@ -85,7 +89,7 @@ def _umask() -> int:
     return mask
 
 
-def _atomic_write(path: Path, text: str) -> None:
+def atomic_write(path: Path, text: str) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 would hide reports from CI artifact readers
@@ -96,6 +100,17 @@ def _atomic_write(path: Path, text: str) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def _render_error(exc: Exception) -> str:
+    """The template line that failed, where jinja2 knows it (syntax errors, and the frames it maps to templates)."""
+    import traceback
+
+    line = getattr(exc, "lineno", None)
+    if line is None:
+        frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename.endswith(".j2")]
+        line = frames[-1].lineno if frames else None
+    return f"{'line ' + str(line) + ': ' if line else ''}{type(exc).__name__}: {exc}"
 
 
 def render_all(report: Report, templates: Path | None = None) -> dict[str, str]:
@@ -114,7 +129,7 @@ def render_all(report: Report, templates: Path | None = None) -> dict[str, str]:
         try:
             out[name] = fn()
         except Exception as exc:  # a broken (user) template must not lose the other reports
-            errors[name] = f"{type(exc).__name__}: {exc}"
+            errors[name] = _render_error(exc)
     if errors:
         out["errors"] = errors
     return out
@@ -126,5 +141,5 @@ def write_reports(report: Report, out_dir: Path, templates: Path | None = None) 
     rendered = render_all(report, templates)
     errors = rendered.pop("errors", {})
     for name, text in rendered.items():
-        _atomic_write(out_dir / name, text)
+        atomic_write(out_dir / name, text)
     return errors

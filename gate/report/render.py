@@ -68,6 +68,25 @@ def group_rows(candidate: dict, task: str) -> list[dict]:
     return sorted(rows, key=lambda r: (worst_first(r), r["label"]))
 
 
+# subgroups drawn and listed in report.html; the rest are counted, and all are in report.json
+GROUPS_SHOWN = 40
+_GROUP_STATUS_ORDER = {**STATUS_ORDER, "too_small": 3}
+
+
+def tests_shown(tests: list[dict], bound_kind: str) -> list[dict]:
+    """A per-group rule's subgroup tests, the deciding ones first, then the worst observed (at most GROUPS_SHOWN)."""
+    lower_is_worse = bound_kind == "min"
+
+    def worst(t: dict) -> float:
+        x = t.get("observed")
+        if x is None:
+            return 0.0
+        return x if lower_is_worse else -x
+
+    ordered = sorted(tests, key=lambda t: (_GROUP_STATUS_ORDER.get(t.get("status"), 9), worst(t), t.get("where", "")))
+    return ordered[:GROUPS_SHOWN]
+
+
 def most_lost(rows: list[dict], k: int = 5) -> list[dict]:
     """The subgroups with the most samples gone from right to wrong."""
     lost = [r for r in rows if r.get("negative_flips")]
@@ -83,7 +102,9 @@ def forest_chart(rows: list[dict], confidence: float, task: str):
     if not rows:
         return ""
     metric = rows[0]["metric"]
-    # the SVG is produced by matplotlib, which escapes every text it writes
+    # the SVG is produced by matplotlib, which escapes every text it writes; thousands of subgroups
+    # would take minutes to draw and nobody could read them: the worst ones are drawn
+    rows = rows[:GROUPS_SHOWN]
     return Markup(forest_svg(rows, metric=metric, confidence=confidence,
                              higher_is_better=get_metric(metric).higher_is_better))
 
@@ -156,6 +177,7 @@ FILTERS = {
     "p_value": p_value,
     "group_rows": group_rows,
     "most_lost": most_lost,
+    "tests_shown": tests_shown,
     "forest_chart": forest_chart,
     "num": lambda x, ref=None, metric="": fmt.number(x, ref, metric=metric),
     "pct": fmt.pct,
@@ -210,6 +232,7 @@ def environment(templates: Path | None, *, autoescape: bool) -> Environment:
               autoescape=select_autoescape(enabled_extensions=("html.j2", "xml.j2"), default=False)
               if autoescape else False)
     env.filters.update(FILTERS)
+    env.globals["groups_shown"] = GROUPS_SHOWN
     return env
 
 

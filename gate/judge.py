@@ -300,7 +300,7 @@ def _advice(samples: int | None, n: int, unit: str = "samples") -> str:
 
 
 def _p_text(p: float | None) -> str:
-    return "–" if p is None else "< 0.0001" if p < 1e-4 else f"{p:.4f}"
+    return "unknown" if p is None else "< 0.0001" if p < 1e-4 else f"= {p:.4f}"
 
 
 # ---- rules over subgroups ----------------------------------------------------------------
@@ -374,7 +374,7 @@ def evaluate_grouped(rule: Rule, cand: CandidateMeasurements, *, confidence: flo
                                scale=abs(m.base or 0), tests=tests if corrected else 1)
         entry["status"] = decision
         entry["samples_needed"] = samples
-        p_text = f"p = {_p_text(entry['p_value'])}"
+        p_text = f"p {_p_text(entry['p_value'])}"
         if alone_beyond:
             # the printed interval is this subgroup's own; say plainly that the correction decided
             entry["reason"] = _reason(f, FAIL, confidence, label, samples, m.n) + \

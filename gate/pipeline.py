@@ -149,8 +149,9 @@ def measure(policy: Policy, *, show_progress: bool | None = None, target: str | 
     cols = {name: collector(str(runner.path)) for name, runner in runners.items()}
     agreements = {name: AgreementCollector(n) for name in runners}
     progress = Progress(n, "measuring", enabled=show_progress)
-    for start in range(0, n, policy.batch_size):
-        stop = min(start + policy.batch_size, n)
+    batch, _ = policy.quality_batch
+    for start in range(0, n, batch):
+        stop = min(start + batch, n)
         labels = y[start:stop] if y is not None else None
         try:
             base_raw = base_runner.run(start, stop)
@@ -208,13 +209,15 @@ def measure(policy: Policy, *, show_progress: bool | None = None, target: str | 
             if result.unavailable is None or metric in judged:
                 metrics[metric] = result
         if nonfinite:
-            measured[name] = CandidateMeasurements(info=info, metrics=metrics, nonfinite=nonfinite)
+            measured[name] = CandidateMeasurements(info=info, metrics=metrics, nonfinite=nonfinite,
+                                                   notes=batch_notes(policy, base_info, info))
             continue
         grouped = groups.measure_groupings(
             groupings, base=base_pred, cand=cand_pred, agreement=agreement, y=y, task=policy.task, each=each,
             gaps=gaps, fairness=fairness, confidence=policy.confidence, bootstrap=policy.bootstrap, seed=policy.seed)
         measured[name] = CandidateMeasurements(info=info, metrics=metrics, groupings=grouped,
-                                               change_matrix=change_matrix(base_pred, cand_pred))
+                                               change_matrix=change_matrix(base_pred, cand_pred),
+                                               notes=batch_notes(policy, base_info, info))
 
     base_metrics = {}
     if y is not None:
@@ -245,6 +248,20 @@ def measure(policy: Policy, *, show_progress: bool | None = None, target: str | 
                     "started": started, "finished": provenance.now(), "command": provenance.command(),
                     "policy": {"path": policy.source, "sha256": policy.sha256}},
     )
+
+
+def batch_notes(policy: Policy, base: ModelInfo, cand: ModelInfo) -> tuple[str, ...]:
+    """Say when a graph's outputs depend on the batch they are computed in, and at which batch size quality
+    was judged: the same model can score differently at batch 1 and batch 1024."""
+    batch, source = policy.quality_batch
+    notes = []
+    for who, info in (("the base", base), (cand.name, cand)):
+        ops = (info.footprint or {}).get("batch_dependent_ops")
+        if ops:
+            notes.append(f"The graph of {who} uses {', '.join(ops)}: its outputs for a sample depend on the other "
+                         f"samples of the same call, so its quality depends on the batch size. Judged at batch size "
+                         f"{batch:,} ({source}).")
+    return tuple(notes)
 
 
 def _against_base(info: ModelInfo, base: ModelInfo) -> dict | None:

@@ -32,6 +32,8 @@ DROP_BOUNDS = ("max_drop", "max_relative_drop")
 INCREASE_BOUNDS = ("max_increase", "max_relative_increase")
 BOUNDS = ABSOLUTE_BOUNDS + DROP_BOUNDS + INCREASE_BOUNDS
 DEFAULT_MIN_SAMPLES = 30  # subgroups smaller than this are too small to judge
+DEFAULT_QUALITY_BATCH = 1024  # samples per inference call for quality, unless the policy says otherwise
+MAX_BATCH = 1_000_000
 
 _MODEL = AnyOf((
     Str(description="path to the model file, relative to the policy file", path=True),
@@ -66,15 +68,19 @@ _RULE_FIELDS: dict = {
 }
 
 _LATENCY_FIELDS: dict = {
-    "batch_size": Num(minimum=1, integer=True, description="samples per timed inference call (default 1)"),
-    "threads": Num(minimum=1, integer=True, description="intra-op threads (default 1); never more than the CPUs "
-                   "the process may use"),
-    "warmup": Num(minimum=0, integer=True, description="untimed calls per model before timing (default 20)"),
-    "min_runs": Num(minimum=1, integer=True, description="timed calls per model before the first look "
-                    "(default 100)"),
-    "min_time_s": Num(minimum=0, description="seconds of timed calls before the first look (default 1)"),
-    "max_time_s": Num(minimum=0, description="cap on the timed calls, in seconds; a borderline result is "
-                      "measured again until then (default 10)"),
+    # upper limits: a stranger's policy must not keep a CI runner busy for days
+    "batch_size": Num(minimum=1, maximum=MAX_BATCH, integer=True, description="samples per timed inference call "
+                      "(default 1); also the batch quality is judged at, unless the top-level batch_size is set"),
+    "threads": Num(minimum=1, maximum=1024, integer=True, description="intra-op threads (default 1); never more "
+                   "than the CPUs the process may use"),
+    "warmup": Num(minimum=0, maximum=100_000, integer=True, description="untimed calls per model before timing "
+                  "(default 20)"),
+    "min_runs": Num(minimum=1, maximum=10_000_000, integer=True, description="timed calls per model before the "
+                    "first look (default 100)"),
+    "min_time_s": Num(minimum=0, maximum=3600, description="seconds of timed calls before the first look "
+                      "(default 1)"),
+    "max_time_s": Num(minimum=0, maximum=3600, description="cap on the timed calls, in seconds; a borderline "
+                      "result is measured again until then (default 10)"),
     "provider": Str(description="onnxruntime execution provider (default CPUExecutionProvider)"),
 }
 
@@ -95,8 +101,11 @@ SCHEMA = Obj(
         "confidence": Num(exclusive_minimum=0.5, exclusive_maximum=1, description="confidence level of every interval (default 0.95)"),
         "inconclusive": Str(enum=("fail", "warn"), description="what a rule the data cannot decide does (default fail)"),
         "bootstrap": Num(minimum=100, maximum=100000, integer=True, description="bootstrap resamples for non-proportion metrics (default 1000)"),
-        "seed": Num(minimum=0, integer=True, description="seed of every random choice (default 0)"),
-        "batch_size": Num(minimum=1, integer=True, description="samples per inference batch for models with a dynamic batch axis (default 1024)"),
+        "seed": Num(minimum=0, maximum=2**32 - 1, integer=True, description="seed of every random choice (default 0)"),
+        "batch_size": Num(minimum=1, maximum=MAX_BATCH, integer=True, description="samples per inference call "
+                          "when judging quality, for models with a dynamic batch axis: the batch size the model is "
+                          "deployed with, since some graphs (dynamic int8 quantization) give other outputs at other "
+                          f"batch sizes (default: latency.batch_size when given, else {DEFAULT_QUALITY_BATCH})"),
         "correction": Str(enum=("none", "bonferroni", "holm"), description="family-wise error control over the "
                           "subgroups of a per-group rule (default holm)"),
         "small_groups": Str(enum=("warn", "fail"), description="what a subgroup below min_samples does "
@@ -185,11 +194,20 @@ class Policy:
     inconclusive: str = "fail"
     bootstrap: int = 1000
     seed: int = 0
-    batch_size: int = 1024
+    batch_size: int | None = None  # see quality_batch
     correction: str = "holm"
     small_groups: str = "warn"
     max_file_mb: float = 4096.0
     latency: dict = field(default_factory=dict)
+
+    @property
+    def quality_batch(self) -> tuple[int, str]:
+        """(samples per inference call when judging quality, where that number comes from)."""
+        if self.batch_size is not None:
+            return self.batch_size, "the policy's batch_size"
+        if isinstance(self.latency, dict) and self.latency.get("batch_size"):
+            return int(self.latency["batch_size"]), "latency.batch_size, the batch the model is timed at"
+        return DEFAULT_QUALITY_BATCH, "the default; set batch_size to the batch the model is deployed with"
 
 
 # Limits on what a policy may be. A policy is a page of YAML written by hand: the shipped presets

@@ -91,11 +91,30 @@ def compare(name: str, *, base: Predictions, cand: Predictions, agreement: Agree
                             delta=_finite(value_c - value_b))
     return bootstrapped(name, n, base_value=value_b, cand_value=value_c,
                         cand_stat=lambda idx: fn(cand, y, idx), base_stat=lambda idx: fn(base, y, idx),
-                        confidence=confidence, bootstrap=bootstrap, seed=seed)
+                        confidence=confidence, bootstrap=bootstrap, seed=seed,
+                        order=sample_order(base, cand, y, agreement))
+
+
+def canonical_order(n: int, *arrays: np.ndarray | None) -> np.ndarray:
+    """An order of the samples that depends only on what each sample holds (its label, predictions, scores),
+    not on where it sits in the file. Resampling in this order makes every bootstrap interval, and so every
+    verdict, the same for any permutation of the data: samples that tie on every key are interchangeable
+    for any statistic of these arrays."""
+    keys = []
+    projection = np.random.Generator(np.random.PCG64(12345))
+    for a in arrays:
+        if a is None:
+            continue
+        a = np.asarray(a).reshape(n, -1)
+        if a.shape[1] == 1:
+            keys.append(a[:, 0])
+        elif a.shape[1]:  # one key per row: a fixed random projection separates rows that differ
+            keys.append(a.astype(np.float64) @ projection.standard_normal(a.shape[1]))
+    return np.lexsort(keys[::-1]) if keys else np.arange(n)
 
 
 def bootstrapped(name: str, n: int, *, base_value, cand_value, cand_stat, base_stat, confidence: float,
-                 bootstrap: int, seed: int) -> MetricResult:
+                 bootstrap: int, seed: int, order: np.ndarray | None = None) -> MetricResult:
     """A metric with paired bootstrap intervals of the delta, of the relative change and of the candidate's value.
 
     Both distributions come from the same resamples (same seed), so the delta is
@@ -104,6 +123,9 @@ def bootstrapped(name: str, n: int, *, base_value, cand_value, cand_stat, base_s
     base's own sampling error is in its interval (see stats.relative_change_from_bootstrap).
     """
     s = _seed(seed, name)
+    if order is not None:  # resample positions in the canonical order (see canonical_order)
+        cand_stat = _in_order(cand_stat, order)
+        base_stat = _in_order(base_stat, order) if base_stat is not None else None
     cand_dist = paired_bootstrap(cand_stat, n, n_resamples=bootstrap, seed=s)
     evidence = {"candidate_grid": quantile_grid(cand_dist)}
     delta_iv = relative_iv = None
@@ -125,6 +147,21 @@ def bootstrapped(name: str, n: int, *, base_value, cand_value, cand_stat, base_s
                         relative_interval=relative_iv, evidence=evidence)
 
 
+def _in_order(stat, order: np.ndarray):
+    return lambda idx: stat(order[idx])
+
+
+def sample_order(base: Predictions, cand: Predictions, y: np.ndarray | None, agreement: Agreement | None = None,
+                 *extra: np.ndarray) -> np.ndarray:
+    """canonical_order over everything a metric of these two models may read."""
+    n = len(base.pred if base.pred is not None else base.values)
+    arrays = [y, base.pred, cand.pred, base.true_prob, cand.true_prob, base.true_rank, cand.true_rank,
+              base.values, cand.values, base.probs, cand.probs, *extra]
+    if agreement is not None:
+        arrays += [agreement.kl, agreement.cosine, agreement.max_abs]
+    return canonical_order(n, *arrays)
+
+
 def _agreement(name, spec, *, base, cand, agreement, y, n, confidence, bootstrap, seed, with_interval):
     if spec.method == PROPORTION:
         count = agree.flip_counts(base, cand, y)[name]
@@ -142,7 +179,8 @@ def _agreement(name, spec, *, base, cand, agreement, y, n, confidence, bootstrap
     if with_interval and spec.method == BOOTSTRAP:
         return bootstrapped(name, n, base_value=None, cand_value=float(values.mean()),
                             cand_stat=lambda idx: float(values[idx].mean()), base_stat=None,
-                            confidence=confidence, bootstrap=bootstrap, seed=seed)
+                            confidence=confidence, bootstrap=bootstrap, seed=seed,
+                            order=canonical_order(n, values))
     return MetricResult(metric=name, n=n, candidate=float(values.mean()))
 
 

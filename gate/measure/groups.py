@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from gate.measure.compare import bootstrapped, compare
+from gate.measure.compare import bootstrapped, compare, sample_order
 from gate.measure.quality import function_for
 from gate.measure.registry import FAIRNESS, get_metric
 from gate.measurements import GroupingResult, GroupResult, MetricResult
@@ -146,6 +146,9 @@ def measure_groupings(groupings: list[Grouping], *, base: Predictions, cand: Pre
             groups.append(GroupResult(key=key, n=int(idx.size), metrics=metrics, flips=flips,
                                       negative_flips=negative))
         min_samples = min(gaps.values()) if gaps else 0
+
+        def order(grouping=grouping) -> np.ndarray:  # the samples in an order the file's order cannot change
+            return sample_order(base, cand, y, agreement, grouping.codes)
         eligible = [j for j, g in enumerate(groups) if g.n >= min_samples]
         gap_results = {}
         for name, _ in sorted(gaps.items()):
@@ -165,7 +168,7 @@ def measure_groupings(groupings: list[Grouping], *, base: Predictions, cand: Pre
             result = bootstrapped(f"{name} gap {grouping.name}", len(all_idx),
                                   base_value=b_stat(all_idx), cand_value=c_stat(all_idx),
                                   cand_stat=c_stat, base_stat=b_stat, confidence=confidence,
-                                  bootstrap=bootstrap, seed=seed)
+                                  bootstrap=bootstrap, seed=seed, order=order())
             gap_results[name] = replace(result, metric=name)
         fair_results = {}
         for name in sorted(fairness if grouping.name != "class" else ()):
@@ -183,7 +186,7 @@ def measure_groupings(groupings: list[Grouping], *, base: Predictions, cand: Pre
             all_idx = np.arange(n)
             result = bootstrapped(f"{name} {grouping.name}", n, base_value=b_stat(all_idx),
                                   cand_value=c_stat(all_idx), cand_stat=c_stat, base_stat=b_stat,
-                                  confidence=confidence, bootstrap=bootstrap, seed=seed)
+                                  confidence=confidence, bootstrap=bootstrap, seed=seed, order=order())
             fair_results[name] = replace(result, metric=name)
         results.append(GroupingResult(name=grouping.name, columns=grouping.columns, groups=tuple(groups),
                                       gaps=gap_results, fairness=fair_results, min_samples=min_samples))

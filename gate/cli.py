@@ -182,13 +182,26 @@ def _load(args):
     return with_overrides(load_policy(args.policy), base=args.base, candidates=args.candidate, data=args.data)
 
 
+def _stopping_rule(policy):
+    """The timed loop's stopping rule, handed to the pipeline: the judge's own decision on the numbers so far,
+    True when no rule is inconclusive on them (measurement never imports the judge)."""
+    from gate.judge import INCONCLUSIVE, evaluate
+
+    def settled(rules, metrics) -> bool:
+        return not any(evaluate(rule, cand.get(rule.metric), confidence=policy.confidence,
+                                inconclusive=policy.inconclusive).status == INCONCLUSIVE
+                       for cand in metrics.values() for rule in rules)
+    return settled
+
+
 def cmd_check(args) -> int:
     from gate.pipeline import measure
 
     _check_templates(args.templates)
     policy = _load(args)
     _writable_dir(args.out)
-    return _report(policy, measure(policy, show_progress=args.progress), args.out, args.templates)
+    measurements = measure(policy, show_progress=args.progress, settled=_stopping_rule(policy))
+    return _report(policy, measurements, args.out, args.templates)
 
 
 def cmd_measure(args) -> int:
@@ -198,7 +211,7 @@ def cmd_measure(args) -> int:
 
     policy = _load(args)
     out = _writable_file(args.out)
-    measurements = measure(policy, show_progress=args.progress, target=args.target)
+    measurements = measure(policy, show_progress=args.progress, target=args.target, settled=_stopping_rule(policy))
     atomic_write(out, json.dumps({"gate_results": measurements.to_dict()}, indent=2, default=str) + "\n")
     if args.target:
         host = measurements.provenance.get("host", {}).get("hostname", "this machine")
@@ -233,7 +246,7 @@ def cmd_demo(args) -> int:
     assets = build_demo_assets(out)
     policy = load_policy(assets.policy)
     print(f"gating them with {assets.policy}:")
-    code = _report(policy, measure(policy), str(out / "report"), None)
+    code = _report(policy, measure(policy, settled=_stopping_rule(policy)), str(out / "report"), None)
     print("the demo shows both outcomes on purpose: a candidate that keeps the base's quality passes, "
           "one pruned too far fails.")
     print(f"try it on your models: gate check --policy {assets.policy} --base M --candidate M --data D")

@@ -7,15 +7,20 @@ Format history of results.json (`format`):
       provenance.target (a `gate measure --target` file);
       metrics[].relative_interval and evidence.relative_grid (relative bounds judged on a
       paired ratio, not on the delta scaled by |base|).
+
+The format is described by the JSON Schema gate/schemas/results.schema.json (SCHEMA; a change of shape
+changes it, and FORMAT when old readers would misread the file) and read only through gate/contract.py.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
-from gate.measure.stats import Interval
+from gate.intervals import Interval
 
 FORMAT = 1
+SCHEMA = Path(__file__).resolve().parent / "schemas" / "results.schema.json"  # of {"gate_results": ...}
 
 
 def _interval(d: dict | None) -> Interval | None:

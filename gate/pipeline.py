@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 import numpy as np
@@ -12,24 +13,17 @@ from gate.errors import GateInputError
 from gate.files import sha256_of
 from gate.measure.compare import compare, footprint, is_footprint
 from gate.measure.footprint import footprint_result, model_facts
-from gate.measure.quality import function_for
 from gate.measure import groups
 from gate.measure.agreement import change_matrix
-from gate.measure.registry import FAIRNESS, MEMORY, SPEED, get_metric
+from gate.measure.registry import FAIRNESS, MEMORY, SPEED, default_metrics, get_metric
 from gate.measurements import CandidateMeasurements, Measurements, MetricResult, ModelInfo, TargetResult
 from gate.models import open_runner
-from gate.policy import ModelRef, Policy, require_runnable
+from gate.policy import ModelRef, Policy, Rule, require_runnable
 from gate.predictions import AgreementCollector, Collector, check_comparable
 from gate.progress import Progress
 
-DEFAULT_METRICS = {
-    "classification": ["accuracy", "balanced_accuracy", "f1_macro", "f1_weighted", "precision_macro",
-                       "recall_macro", "top_5_accuracy", "log_loss", "flip_rate", "negative_flip_rate",
-                       "positive_flip_rate", "kl_divergence", "max_abs_diff", "cosine_similarity",
-                       "model_size_mb", "parameters", "nonzero_parameters", "sparsity", "macs"],
-    "regression": ["mae", "rmse", "r2", "max_abs_diff", "cosine_similarity", "model_size_mb", "parameters",
-                   "nonzero_parameters", "sparsity", "macs"],
-}
+# reported in every run (the records marked default), in registry order
+DEFAULT_METRICS = {task: default_metrics(task) for task in ("classification", "regression")}
 # measured by compare.footprint; the other footprint metrics by footprint.footprint_result
 _FILE_SIZE_METRICS = ("model_size_mb", "parameters")
 
@@ -60,9 +54,15 @@ def _device_rules(policy: Policy, target: str | None) -> list:
             and r.target == target]
 
 
-def _device_run(policy: Policy, target: str | None, base_runner, runners: dict, *, everything: bool = False):
+# settled(rules, numbers so far: candidate -> metric -> result) -> True when every rule is decided on them.
+# The stopping rule of the timed loop: the judge's decision, built and handed in by the caller (gate/cli.py),
+# so measurement never imports the judge. Without one, the timed loop looks once.
+Settled = Callable[[Sequence[Rule], dict[str, dict[str, MetricResult]]], bool]
+
+
+def _device_run(policy: Policy, target: str | None, base_runner, runners: dict, *, everything: bool = False,
+                settled: Settled | None = None):
     """Speed, memory and energy on this machine, as far as the rules (or a target run: everything) ask."""
-    from gate.judge import INCONCLUSIVE, evaluate
     from gate.measure.speed import measure_on_this_machine, settings_for
 
     rules = _device_rules(policy, target)
@@ -74,11 +74,9 @@ def _device_run(policy: Policy, target: str | None, base_runner, runners: dict, 
         return None
     decided_by_timing = [r for r in rules if r.metric != "energy_per_inference_mj" and get_metric(r.metric).kind == SPEED]
 
-    def settled(metrics: dict[str, dict[str, MetricResult]]) -> bool:
-        # the judge's own decision on the numbers so far: the only way thresholds reach a measurement
-        return not any(evaluate(rule, cand.get(rule.metric), confidence=policy.confidence,
-                                inconclusive=policy.inconclusive).status == INCONCLUSIVE
-                       for cand in metrics.values() for rule in decided_by_timing)
+    def timing_settled(metrics: dict[str, dict[str, MetricResult]]) -> bool:
+        # the caller's stopping rule on the numbers so far: the only way thresholds reach a measurement
+        return settled(decided_by_timing, metrics)
 
     models = [(policy.base.name, base_runner.path, base_runner)] + \
         [(name, runner.path, runner) for name, runner in runners.items()]
@@ -93,7 +91,8 @@ def _device_run(policy: Policy, target: str | None, base_runner, runners: dict, 
                                      "of ONNX models")
     return measure_on_this_machine(models, settings_for(policy.latency, target), confidence=policy.confidence,
                                    timed=timed, memory=memory, energy=energy,
-                                   settled=settled if decided_by_timing else None, host=provenance.host())
+                                   settled=timing_settled if settled is not None and decided_by_timing else None,
+                                   host=provenance.host())
 
 
 def _open_all(policy: Policy, dataset: Dataset):
@@ -116,11 +115,14 @@ def _open(ref: ModelRef, policy: Policy, dataset: Dataset):
     return runner, _model_info(ref, runner)
 
 
-def measure(policy: Policy, *, show_progress: bool | None = None, target: str | None = None) -> Measurements:
+def measure(policy: Policy, *, show_progress: bool | None = None, target: str | None = None,
+            settled: Settled | None = None) -> Measurements:
     """Quality, agreement and footprint of every candidate, and speed and memory when a rule asks for them.
-    With a target: speed, memory and energy only, with that target's settings (`gate measure --target`)."""
+    With a target: speed, memory and energy only, with that target's settings (`gate measure --target`).
+    settled: the stopping rule of the timed loop (see Settled); without it a borderline speed result is not
+    measured again."""
     if target is not None:
-        return measure_target(policy, target)
+        return measure_target(policy, target, settled=settled)
     require_runnable(policy)
     started = provenance.now()
     dataset = load_dataset(policy.data, max_mb=policy.max_file_mb)
@@ -137,7 +139,8 @@ def measure(policy: Policy, *, show_progress: bool | None = None, target: str | 
     base_runner, base_info, runners, infos, failed = _open_all(policy, dataset)
 
     n, y = dataset.n, dataset.labels
-    keep_probs = "roc_auc" in judged
+    # every class score is kept only when a rule's metric reads them (roc_auc): n x k floats
+    keep_probs = any("probs" in get_metric(r.metric).needs for r in policy.rules if get_metric(r.metric))
 
     labels_where = f"{dataset.path} (labels {dataset.labels_key!r})"
 
@@ -222,17 +225,18 @@ def measure(policy: Policy, *, show_progress: bool | None = None, target: str | 
     base_metrics = {}
     if y is not None:
         for metric in names:
-            fn, spec = function_for(metric), get_metric(metric)
+            spec = get_metric(metric)
+            fn = spec.function() if spec is not None else None
             if fn is None or policy.task not in spec.tasks or \
                     spec.needs_scores and base_pred.n_classes is None or \
-                    metric == "roc_auc" and base_pred.probs is None:
+                    any(getattr(base_pred, v) is None for v in spec.needs):
                 continue
             value = fn(base_pred, y, None)
             if np.isfinite(value):
                 base_metrics[metric] = value
     base_metrics["model_size_mb"] = base_info.size_bytes / 1e6
     base_metrics.update(_footprint_values(base_info))
-    device = _device_run(policy, None, base_runner, {name: runners[name] for name in measured})
+    device = _device_run(policy, None, base_runner, {name: runners[name] for name in measured}, settled=settled)
     if device is not None:
         for name, cand in list(measured.items()):
             measured[name] = replace(cand, metrics={**cand.metrics, **device.metrics[name]},
@@ -279,12 +283,12 @@ def _footprint_values(info: ModelInfo) -> dict[str, float]:
     return out
 
 
-def measure_target(policy: Policy, target: str) -> Measurements:
+def measure_target(policy: Policy, target: str, *, settled: Settled | None = None) -> Measurements:
     """`gate measure --target NAME`: speed, memory and energy of base and candidates on this machine with the
     target's settings; quality is measured elsewhere and merged by `gate judge`."""
     import difflib
 
-    targets = (policy.latency or {}).get("targets") or {}
+    targets = policy.latency.targets
     if target not in targets:
         hint = difflib.get_close_matches(target, list(targets), n=1)
         fix = f"did you mean '{hint[0]}'?" if hint else \
@@ -296,7 +300,7 @@ def measure_target(policy: Policy, target: str) -> Measurements:
     dataset = load_dataset(policy.data, max_mb=policy.max_file_mb)
     base_runner, base_info, runners, infos, failed = _open_all(policy, dataset)
     host = provenance.host()
-    device = _device_run(policy, target, base_runner, runners, everything=True)
+    device = _device_run(policy, target, base_runner, runners, everything=True, settled=settled)
     candidates = []
     for ref in policy.candidates:
         if ref.name in failed:

@@ -23,7 +23,7 @@ except ImportError:  # pragma: no cover - PyYAML built without libyaml
     _CParser = None
 
 from gate.errors import GateInputError
-from gate.measure.registry import FAIRNESS, FOOTPRINT, MEMORY, QUALITY, SPEED, get_metric, known_names
+from gate.measure.registry import FAIRNESS, QUALITY, get_metric, known_names, metric_name_schema
 from gate.resources import policies_dir
 from gate.schema import AnyOf, DictOf, ListOf, Num, Obj, Problem, Str, key_part, show, where
 
@@ -47,8 +47,17 @@ _MODEL = AnyOf((
 _COLUMNS = AnyOf((Str(), ListOf(Str(), min_items=1)),
                  description="a data key or column, or a list of columns")
 
+
+class MetricName(Str):
+    """A rule's metric: any non-empty string here (an unknown name is refused, with the nearest known one, by
+    _rule_problems); its JSON Schema is the registry's (every metric name, or top_K_accuracy)."""
+
+    def schema(self):
+        return metric_name_schema()
+
+
 _RULE_FIELDS: dict = {
-    "metric": Str(description="metric name, e.g. accuracy, flip_rate, model_size_mb"),
+    "metric": MetricName(),
     "name": Str(description="optional label shown in reports"),
     "min": Num(description="candidate value must be >= min"),
     "max": Num(description="candidate value must be <= max"),
@@ -93,7 +102,7 @@ SCHEMA = Obj(
             "path": Str(description="calibration data: .npz or .csv, relative to the policy file", path=True),
             "inputs": DictOf(_COLUMNS, description="model input name -> data key or column(s); inferred when the model has one input"),
             "labels": Str(description="data key or column with the true labels / targets"),
-            "groups": ListOf(_COLUMNS, description="subgroup columns (per-group rules arrive with a later version)"),
+            "groups": ListOf(_COLUMNS, description="subgroup columns; a list inside the list is an intersection of columns"),
         }, required=("path",), description="the calibration data"),
         "task": Str(enum=("classification", "regression"), description="what the model predicts (default classification)"),
         "output": Str(description="model output to judge when models have several outputs"),
@@ -179,6 +188,35 @@ class Rule:
 
 
 @dataclass(frozen=True, kw_only=True)
+class LatencySettings:
+    """The policy's latency block, typed: None where the policy is silent (the measurement's default applies,
+    see gate/measure/settings.py). Each target holds its own entry, over the block's values."""
+    batch_size: int | None = None
+    threads: int | None = None
+    warmup: int | None = None
+    min_runs: int | None = None
+    min_time_s: float | None = None
+    max_time_s: float | None = None
+    provider: str | None = None
+    targets: dict[str, LatencySettings] = field(default_factory=dict)
+
+    @classmethod
+    def from_block(cls, block: dict | None) -> LatencySettings:
+        """From the block SCHEMA has checked (every key known, every value of its type)."""
+        block = block or {}
+        ints = {k: int(block[k]) for k in ("batch_size", "threads", "warmup", "min_runs") if block.get(k) is not None}
+        floats = {k: float(block[k]) for k in ("min_time_s", "max_time_s") if block.get(k) is not None}
+        provider = {"provider": block["provider"]} if block.get("provider") is not None else {}
+        targets = {name: cls.from_block(entry) for name, entry in (block.get("targets") or {}).items()}
+        return cls(**ints, **floats, **provider, targets=targets)
+
+    def given(self) -> dict[str, int | float | str]:
+        """The values the policy sets (targets aside)."""
+        return {f: getattr(self, f) for f in self.__dataclass_fields__
+                if f != "targets" and getattr(self, f) is not None}
+
+
+@dataclass(frozen=True, kw_only=True)
 class Policy:
     source: str  # file path or "preset:NAME"
     text: str
@@ -198,15 +236,15 @@ class Policy:
     correction: str = "holm"
     small_groups: str = "warn"
     max_file_mb: float = 4096.0
-    latency: dict = field(default_factory=dict)
+    latency: LatencySettings = field(default_factory=LatencySettings)
 
     @property
     def quality_batch(self) -> tuple[int, str]:
         """(samples per inference call when judging quality, where that number comes from)."""
         if self.batch_size is not None:
             return self.batch_size, "the policy's batch_size"
-        if isinstance(self.latency, dict) and self.latency.get("batch_size"):
-            return int(self.latency["batch_size"]), "latency.batch_size, the batch the model is timed at"
+        if self.latency.batch_size:
+            return self.latency.batch_size, "latency.batch_size, the batch the model is timed at"
         return DEFAULT_QUALITY_BATCH, "the default; set batch_size to the batch the model is deployed with"
 
 
@@ -510,7 +548,7 @@ def _group_problems(raw: dict, spec, bound: str, path: tuple, has_groups: bool |
             problems.append(Problem(path + ("scope",), f"'{name}' is already a difference between subgroups; drop scope."))
     elif scope and not per:
         problems.append(Problem(path + ("scope",), "needs per: group or per: class to say which subgroups."))
-    if (per or spec.kind == FAIRNESS) and spec.kind in (FOOTPRINT, SPEED, MEMORY):
+    if per and not spec.per_group and spec.kind != FAIRNESS:
         problems.append(Problem(path + ("per",), f"'{name}' is a property of the model, not of a subgroup; drop per."))
     if scope == "gap":
         if spec.kind != QUALITY:
@@ -650,9 +688,9 @@ def parse_policy(text: str, source: str, root: Path) -> Policy:
         base=_model(checked.get("base"), "base", root), candidates=candidates, data=data_spec,
         rules=tuple(rules),
         **{k: checked[k] for k in ("task", "output", "scores", "confidence", "inconclusive",
-                                   "bootstrap", "seed", "batch_size", "max_file_mb", "latency",
-                                   "correction", "small_groups")
+                                   "bootstrap", "seed", "batch_size", "max_file_mb", "correction", "small_groups")
            if k in checked},
+        latency=LatencySettings.from_block(checked.get("latency")),
     )
 
 

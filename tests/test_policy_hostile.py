@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 
 import gate.policy as policy_module
 from gate.errors import GateInputError
-from gate.policy import MAX_DEPTH, MAX_POLICY_BYTES, MAX_VALUES, load_policy, parse_policy, with_overrides
+from gate.policy import (MAX_DEPTH, MAX_POLICY_BYTES, MAX_VALUES, LatencySettings, load_policy, parse_policy,
+                         with_overrides)
 
 HEAD = "version: 1\n"
 RULE = "rules:\n  - metric: accuracy\n    max_drop: 0.01\n"
@@ -149,7 +150,7 @@ def test_anchors_that_share_a_few_settings_still_work(tmp_path, loader):
     path.write_text(HEAD + "latency:\n  targets:\n    pi: &pi {threads: 4, batch_size: 1}\n"
                     "    pi8: {<<: *pi, threads: 8}\n" + RULE, encoding="utf-8")
     policy = load_policy(path)
-    assert policy.latency["targets"]["pi8"] == {"threads": 8, "batch_size": 1}
+    assert policy.latency.targets["pi8"] == LatencySettings(threads=8, batch_size=1)
 
 
 # 5. size: refused before reading, and the text is parsed once

@@ -76,6 +76,111 @@ def test_student_t_quantiles():
     assert t_quantile(0.0125, 10) == pytest.approx(-2.633767, abs=1e-5)
 
 
+# ---- the hand-written distributions scipy replaced, kept as the oracle ------------------------
+
+def _old_betacf(a, b, x):
+    tiny = 1e-300
+    qab, qap, qam = a + b, a + 1.0, a - 1.0
+    c, d = 1.0, 1.0 - qab * x / qap
+    d = 1.0 / (d if abs(d) > tiny else tiny)
+    h = d
+    for m in range(1, 400):
+        m2 = 2 * m
+        aa = m * (b - m) * x / ((qam + m2) * (a + m2))
+        d = 1.0 + aa * d
+        d = 1.0 / (d if abs(d) > tiny else tiny)
+        c = 1.0 + aa / c
+        c = c if abs(c) > tiny else tiny
+        h *= d * c
+        aa = -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2))
+        d = 1.0 + aa * d
+        d = 1.0 / (d if abs(d) > tiny else tiny)
+        c = 1.0 + aa / c
+        c = c if abs(c) > tiny else tiny
+        delta = d * c
+        h *= delta
+        if abs(delta - 1.0) < 1e-14:
+            break
+    return h
+
+
+def _old_betainc(a, b, x):
+    if x <= 0.0:
+        return 0.0
+    if x >= 1.0:
+        return 1.0
+    front = math.exp(math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x))
+    if x < (a + 1.0) / (a + b + 2.0):
+        return front * _old_betacf(a, b, x) / a
+    return 1.0 - front * _old_betacf(b, a, 1.0 - x) / b
+
+
+def _old_t_quantile(p, df):
+    def cdf(t):
+        tail = 0.5 * _old_betainc(df / 2.0, 0.5, df / (df + t * t))
+        return 1.0 - tail if t > 0 else tail
+
+    if p < 0.5:
+        return -_old_t_quantile(1.0 - p, df)
+    lo, hi = 0.0, 1.0
+    while cdf(hi) < p:
+        hi *= 2.0
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        if cdf(mid) < p:
+            lo = mid
+        else:
+            hi = mid
+        if hi - lo < 1e-12:
+            break
+    return hi
+
+
+def _old_binom_cdf(n, p):
+    lg = np.array([math.lgamma(i + 1) for i in range(n + 1)])
+    k = np.arange(n + 1)
+    log_pmf = lg[n] - lg - lg[::-1] + k * math.log(p) + (n - k) * math.log1p(-p)
+    return np.minimum(np.cumsum(np.exp(log_pmf)), 1.0)
+
+
+def _old_ranks(n, q, confidence):
+    alpha = (1.0 - confidence) / 2.0
+    cdf = _old_binom_cdf(n, q)
+    return int(np.searchsorted(cdf, alpha, side="right")), int(np.searchsorted(cdf, 1.0 - alpha, side="left")) + 1
+
+
+def test_scipy_t_quantiles_agree_with_the_former_hand_written_ones_and_scipy_stats():
+    from scipy import stats
+
+    for df in (1, 2, 3, 4, 5, 7, 10, 15, 20, 30, 31, 50, 100, 1000):
+        for p in (0.0005, 0.0125, 0.025, 0.1, 0.4, 0.5, 0.6, 0.75, 0.9, 0.95, 0.975, 0.99, 0.995, 0.9995):
+            new = t_quantile(p, df)
+            assert new == pytest.approx(_old_t_quantile(p, df), rel=1e-9, abs=1e-10), (p, df)
+            assert new == pytest.approx(float(stats.t.ppf(p, df)), rel=1e-12, abs=1e-12), (p, df)
+    with pytest.raises(ValueError):
+        t_quantile(1.0, 5)
+
+
+def test_scipy_binomial_agrees_with_the_former_hand_written_one_and_gives_the_same_ranks():
+    from scipy import stats
+
+    for n in (1, 2, 10, 64, 100, 662, 1000, 5000):
+        for p in (0.01, 0.1, 0.5, 0.9, 0.95, 0.99, 0.999):
+            new = speed.binom_cdf(n, p)
+            np.testing.assert_allclose(new, _old_binom_cdf(n, p), rtol=1e-9, atol=1e-12)
+            np.testing.assert_allclose(new, stats.binom.cdf(np.arange(n + 1), n, p), rtol=1e-12, atol=1e-14)
+    # the order-statistic interval picks the very same runs as before, at every look's level
+    levels = [look_confidence(0.95, k, sequential=True) for k in range(1, 6)] + [0.95, 0.99]
+    for n in list(range(5, 200, 7)) + [662, 1000, 2500, 5000]:
+        x = np.arange(1, n + 1, dtype=float)
+        for q in (0.5, 0.9, 0.95, 0.99):
+            for c in levels:
+                low, high = _old_ranks(n, q, c)
+                iv = quantile_interval(x, q, c)
+                assert iv.low == (float(low) if low >= 1 else 0.0), (n, q, c)
+                assert iv.high == (float(high) if high <= n else math.inf), (n, q, c)
+
+
 def test_order_statistic_interval_of_a_median():
     # the classical table: for n = 100 the 95% interval of the median runs from the 40th to the 61st value
     iv = quantile_interval(np.arange(1, 101, dtype=float), 0.5, 0.95)
@@ -177,6 +282,20 @@ def test_too_few_runs_for_a_percentile_is_inconclusive_never_a_pass():
     assert r.status == "inconclusive" and not r.blocking
     r = evaluate(rule("latency_p90_ms", "max", 1000.0), m["latency_p90_ms"], confidence=0.95, inconclusive="fail")
     assert r.status == "pass"
+
+
+def test_the_stopping_rule_is_the_judges_and_is_handed_in_by_the_cli():
+    from gate.cli import _stopping_rule
+    from gate.policy import parse_policy
+
+    policy = parse_policy("version: 1\nrules:\n  - {metric: latency_p99_ms, max: 1000}\n", "p.yaml",
+                          __import__("pathlib").Path("/r"))
+    settled = _stopping_rule(policy)
+    ms = np.vstack([np.full(100, 1.0), np.full(100, 1.0)])
+    so_far = {"c": speed_metrics(ms, [1, 1], 1, confidence=0.95)}
+    assert not settled([rule("latency_p99_ms", "max", 1000.0)], so_far)  # 100 runs cannot claim a p99
+    assert settled([rule("latency_p90_ms", "max", 1000.0)], so_far)
+    assert settled([], so_far)
 
 
 def test_energy_without_rapl_warns_and_never_makes_up_a_number(tmp_path):

@@ -17,6 +17,8 @@ from statistics import NormalDist
 
 import numpy as np
 
+from gate.intervals import Interval  # re-exported: the type lives with the result types
+
 __all__ = [
     "Interval",
     "z_two_sided",
@@ -42,16 +44,6 @@ _GAP_EPS = 1e-9
 # Keeps ceil() from turning a float that is an integer up to rounding noise
 # (e.g. 1237.0000000000002) into the next integer.
 _CEIL_SLACK = 1e-9
-
-
-@dataclass(frozen=True, kw_only=True)
-class Interval:
-    low: float
-    high: float
-    method: str
-
-    def to_dict(self) -> dict[str, float | str]:
-        return {"low": self.low, "high": self.high, "method": self.method}
 
 
 def _check_confidence(confidence: float) -> None:

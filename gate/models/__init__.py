@@ -22,7 +22,7 @@ class Runner(Protocol):
 
 
 def open_runner(ref: ModelRef, *, output: str | None, inputs: dict, max_mb: float, threads: int | None = None) -> Runner:
-    """The runner for a model file, chosen by its content (gate/safety.py), never by its extension:
+    """The runner for a model file, chosen by its content (gate/safety/), never by its extension:
     pickles are refused here, before any backend is imported."""
     from gate import safety
 

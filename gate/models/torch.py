@@ -3,7 +3,7 @@
 Imported only when a model file is one of these (gate/models/__init__.py decides by content);
 torch itself is imported here, with an install hint when it is missing. Runs on the CPU.
 
-Files were checked by gate/safety.py before they get here: no pickle is ever loaded
+Files were checked by gate/safety/ before they get here: no pickle is ever loaded
 (`torch.load` is only ever called, by torch.export.load, with weights_only=True forced).
 """
 

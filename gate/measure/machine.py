@@ -1,0 +1,97 @@
+"""The machine a speed run measures on: the CPUs this process may use, sessions opened with the target's
+threads and execution provider, and the input batch every timed call is fed."""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from gate.errors import GateInputError
+
+if TYPE_CHECKING:
+    from gate.measure.settings import SpeedSettings
+
+
+def usable_cpus() -> tuple[int, str]:
+    """CPUs this process may use: its affinity mask, capped by a cgroup CPU quota (v1 or v2)."""
+    try:
+        count = len(os.sched_getaffinity(0))
+        why = f"{count} CPU(s) in the affinity mask"
+    except AttributeError:  # not Linux
+        count = os.cpu_count() or 1
+        why = f"{count} CPU(s)"
+    quota = _cgroup_quota()
+    if quota is not None and quota < count:
+        count = max(1, math.floor(quota))
+        why += f", capped by a cgroup CPU quota of {quota:g}"
+    return count, why
+
+
+def _cgroup_quota() -> float | None:
+    try:
+        text = Path("/sys/fs/cgroup/cpu.max").read_text().split()  # v2: "max 100000" or "200000 100000"
+        if text and text[0] != "max":
+            return int(text[0]) / int(text[1])
+        return None
+    except (OSError, ValueError, IndexError):
+        pass
+    for root in ("/sys/fs/cgroup/cpu", "/sys/fs/cgroup/cpu,cpuacct"):
+        try:
+            quota = int(Path(root, "cpu.cfs_quota_us").read_text())
+            period = int(Path(root, "cpu.cfs_period_us").read_text())
+        except (OSError, ValueError):
+            continue
+        return quota / period if quota > 0 and period > 0 else None
+    return None
+
+
+def threads_to_use(requested: int) -> tuple[int, str | None]:
+    usable, why = usable_cpus()
+    if requested > usable:
+        return usable, (f"threads: {requested} asked, but this process may use {usable} ({why}); measured with "
+                        f"{usable}: more threads than cores doubles the noise and measures the scheduler")
+    return requested, None
+
+
+def open_session(path: Path, settings: SpeedSettings, threads: int, *, profile_prefix: str | None = None):
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    if settings.provider not in available:
+        where = f"latency.targets.{settings.target}.provider" if settings.target else "latency.provider"
+        raise GateInputError(f"asks for the execution provider {settings.provider}, which this onnxruntime does "
+                             f"not have (it has {', '.join(available)})", path=where,
+                             fix="install the onnxruntime build for that provider on this machine, or measure "
+                                 "this target on the device it names")
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    if threads > 1:
+        # idle pool threads spinning between calls would steal the core the other model runs on
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    if profile_prefix:
+        options.enable_profiling = True
+        options.profile_file_prefix = profile_prefix
+    providers = [settings.provider] + (["CPUExecutionProvider"] if settings.provider != "CPUExecutionProvider" else [])
+    return ort.InferenceSession(str(path), options, providers=providers)
+
+
+def feeds_for(runner, batch_size: int) -> tuple[dict[str, np.ndarray], int]:
+    """The first `batch_size` samples of the bound data as a feed (the model's own size when its batch
+    axis is fixed); rows repeat when the data has fewer samples."""
+    # the runner's binding has resolved and checked every input against the data
+    fixed = runner._batch  # noqa: SLF001 - the runner's checked binding, read-only
+    batch = fixed or batch_size
+    feeds = {}
+    for name, array in runner._feeds.items():  # noqa: SLF001
+        rows = array[:batch]
+        if len(rows) < batch:
+            rows = np.concatenate([rows] * math.ceil(batch / max(len(rows), 1)))[:batch]
+        feeds[name] = np.ascontiguousarray(rows.astype(runner._dtypes[name], copy=False))  # noqa: SLF001
+    return feeds, batch

@@ -38,6 +38,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from gate.contract import ContractError, load_report_dir
 from gate.errors import EXIT_BUG, EXIT_FAIL, EXIT_INPUT, EXIT_PASS
 from gate.errors import EXIT_MEANING as GATE_EXIT_MEANING
 from gate.tally import Tally, count, outcome
@@ -45,7 +46,6 @@ from gate.tally import Tally, count, outcome
 MARKER = "<!-- compression-gate -->"
 COMMENT_LIMIT = 65_536  # GitHub refuses comment bodies longer than this
 API_VERSION = "2022-11-28"
-MAX_REPORT_BYTES = 5_000_000  # report.md / report.json read from (possibly untrusted) artifacts
 MAX_PAGES = 100  # 10,000 comments at per_page=100
 
 
@@ -88,49 +88,16 @@ class Annotation:
 # ---------------------------------------------------------------- reading the report
 
 class ReportError(Exception):
-    """report.json / report.md missing or unreadable."""
+    """report.json / report.md missing, unreadable, of another format or damaged."""
 
 
 def read_report(report_dir: Path) -> tuple[dict, str]:
-    """(report.json as a dict, report.md text). Raises ReportError with the fix."""
-    json_path, md_path = report_dir / "report.json", report_dir / "report.md"
-    for path in (json_path, md_path):
-        if not path.is_file():
-            raise ReportError(f"{path}: not found; run `gate check --out {report_dir}` first "
-                              f"(or download the report artifact into {report_dir})")
-        if path.stat().st_size > MAX_REPORT_BYTES:
-            raise ReportError(f"{path}: larger than {MAX_REPORT_BYTES:,} bytes; not a report of this gate")
+    """(report.json as a dict, report.md text), through the one validated loader (gate/contract.py).
+    Raises ReportError with the file, the problem and the fix."""
     try:
-        report = json.loads(json_path.read_text(encoding="utf-8"))
-        markdown = md_path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ReportError(f"{report_dir}: unreadable report: {exc}") from None
-    if not isinstance(report, dict) or report.get("verdict") not in ("pass", "fail") \
-            or not isinstance(report.get("candidates"), list):
-        raise ReportError(f"{json_path}: not a report.json of this gate (no verdict / candidates)")
-    problem = _shape_problem(report)
-    if problem:
-        # a damaged report is refused, never read as far as it goes: a skipped rule could hide a failure
-        raise ReportError(f"{json_path}: not a report.json of this gate ({problem})")
-    return report, markdown
-
-
-_STATUSES = ("pass", "fail", "warn", "inconclusive", "error")
-
-
-def _shape_problem(report: dict) -> str | None:
-    """What the Action reads of a report, checked before anything is read."""
-    for i, cand in enumerate(report["candidates"]):
-        if not isinstance(cand, dict) or not isinstance(cand.get("name"), str) or \
-                cand.get("verdict") not in ("pass", "fail") or not isinstance(cand.get("rules"), list):
-            return f"candidates[{i}] needs a name, a verdict and a list of rules"
-        for j, r in enumerate(cand["rules"]):
-            if not isinstance(r, dict) or r.get("status") not in _STATUSES or \
-                    not isinstance(r.get("blocking", False), bool):
-                return f"candidates[{i}].rules[{j}] needs a status ({', '.join(_STATUSES)}) and a blocking flag"
-    if report["verdict"] == "pass" and any(c["verdict"] != "pass" for c in report["candidates"]):
-        return "verdict pass with a failing candidate"
-    return None
+        return load_report_dir(report_dir)
+    except ContractError as exc:
+        raise ReportError(exc.render()) from None
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -2,71 +2,17 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import replace
 from pathlib import Path
 
+from gate.contract import load_results_file
 from gate.errors import GateInputError
-from gate.measurements import FORMAT, Measurements
+from gate.measurements import Measurements
 
 
 def _read(path: Path) -> Measurements:
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise GateInputError("not found", path=path, fix="give the file `gate measure --out` wrote") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError, ValueError) as exc:
-        what = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)[:200]
-        raise GateInputError(f"is not readable JSON: {what}", path=path,
-                             fix="give the file `gate measure --out` wrote") from None
-    if not isinstance(doc, dict) or "gate_results" not in doc:
-        raise GateInputError("is not a gate results file", path=path,
-                             fix="give the file `gate measure --out` wrote (report.json is a report, not results)")
-    body = doc["gate_results"]
-    if not isinstance(body, dict):
-        raise GateInputError("has no results in it", path=path, fix="give the file `gate measure --out` wrote")
-    if body.get("format") != FORMAT:
-        raise GateInputError(f"has results format {body.get('format')!r}; this gate reads format {FORMAT}",
-                             path=path, fix="measure again with this version of the gate")
-    problem = _header_problem(body)
-    if problem:
-        raise GateInputError(f"does not have the shape of a results file: {problem}", path=path,
-                             fix="give the file `gate measure --out` wrote, unchanged")
-    try:
-        measurements = Measurements.from_dict(body)
-        # touch what the judge reads, so a damaged file is refused here and not deep in the judge
-        for cand in measurements.candidates:
-            for m in cand.metrics.values():
-                for value in (m.base, m.candidate, m.delta):
-                    if value is not None and not isinstance(value, (int, float)):
-                        raise TypeError(f"{cand.name}: {m.metric} holds {type(value).__name__}")
-    except (KeyError, TypeError, AttributeError, ValueError) as exc:
-        raise GateInputError(f"does not have the shape of a results file ({type(exc).__name__}: "
-                             f"{str(exc)[:200]})", path=path, fix="give the file `gate measure --out` wrote, "
-                             "unchanged; or measure again with this version of the gate") from None
-    return measurements
-
-
-def _is_int(x) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool)
-
-
-def _header_problem(body: dict) -> str | None:
-    """The settings every number of the file depends on, checked before anything reads them."""
-    if body.get("task") not in ("classification", "regression"):
-        return f"task {body.get('task')!r}"
-    if not _is_int(body.get("n_samples")) or body["n_samples"] < 1:
-        return f"n_samples {body.get('n_samples')!r}"
-    confidence = body.get("confidence")
-    if not isinstance(confidence, float) or not 0.5 < confidence < 1:
-        return f"confidence {confidence!r}"
-    for key in ("seed", "bootstrap"):
-        if not _is_int(body.get(key)) or body[key] < 0:
-            return f"{key} {body.get(key)!r}"
-    if not isinstance(body.get("candidates"), list) or not isinstance(body.get("base"), dict) or \
-            not isinstance(body.get("data"), dict) or not isinstance(body.get("provenance"), dict):
-        return "no list of candidates, or no base, data or provenance"
-    return None
+    """One results file, through the one validated loader (gate/contract.py)."""
+    return load_results_file(path)
 
 
 # measurements can only be merged when they compared against the same thing

@@ -7,6 +7,8 @@ report.json format history (`report_format`):
   1 - first version: verdict, candidates[rules], measurements, provenance.
   2 - `counts` replaced by one `tally` (passed / failed / warned, as every output counts them) at the top
       and per candidate; rules carry their policy `line`; candidates carry `nonfinite` and `notes`.
+      Described by the JSON Schema gate/schemas/report.schema.json (SCHEMA); read only through
+      gate/contract.py, which refuses format 1 ("this gate reads format 2").
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from gate.judge import Verdict
 from gate.measurements import Measurements
 
 REPORT_FORMAT = 2
+SCHEMA = Path(__file__).resolve().parents[1] / "schemas" / "report.schema.json"
 MARKDOWN_LIMIT = 65_000  # GitHub comments and step summaries stop at 65,536 characters
 
 

@@ -80,15 +80,7 @@ def _device_run(policy: Policy, target: str | None, base_runner, runners: dict, 
 
     models = [(policy.base.name, base_runner.path, base_runner)] + \
         [(name, runner.path, runner) for name, runner in runners.items()]
-    from gate.models.onnx import OnnxRunner
-
-    for _, path, runner in models:
-        if not isinstance(runner, OnnxRunner):
-            # the timing and memory workers drive onnxruntime sessions; a torch model would be timed wrongly
-            raise GateInputError("is not an ONNX model, and this version measures latency and memory of ONNX "
-                                 "models only", path=path,
-                                 fix="export it to ONNX for the speed rules, or judge speed in a separate policy "
-                                     "of ONNX models")
+    # every backend (gate/models/) gives its timer and memory worker: ONNX and torch models alike
     return measure_on_this_machine(models, settings_for(policy.latency, target), confidence=policy.confidence,
                                    timed=timed, memory=memory, energy=energy,
                                    settled=timing_settled if settled is not None and decided_by_timing else None,

@@ -1,12 +1,13 @@
 """Raw model outputs -> small per-sample vectors, one batch at a time.
 
-Nothing here keeps a model's whole output unless a metric needs it (roc_auc
-needs every score); everything else is a few numbers per sample.
+Nothing here keeps a model's whole output unless a metric needs it (a record
+of gate/measure/registry.py whose `needs` names `probs`, as roc_auc's does);
+everything else is a few numbers per sample.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +30,14 @@ class Predictions:
     true_rank: np.ndarray | None  # how many classes scored above the true one
     probs: np.ndarray | None  # (n, k), only when a metric needs every score
     n_classes: int | None
+    top_prob: np.ndarray | None = None  # highest class probability: the model's confidence (calibration)
+    sum_sq_prob: np.ndarray | None = None  # sum of the squared class probabilities (Brier score)
+
+    def take(self, idx: np.ndarray) -> Predictions:
+        """The same predictions for the samples idx only (every per-sample vector cut alike)."""
+        cut = {f.name: getattr(self, f.name)[idx] for f in fields(self)
+               if isinstance(getattr(self, f.name), np.ndarray)}
+        return replace(self, **cut)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -100,6 +109,7 @@ class Collector:
         self.labels_where = labels_where  # the data file: wrong labels are the data's fault, not the model's
         self.kind: str | None = None
         self.pred = self.values = self.true_prob = self.true_rank = self.probs = None
+        self.top_prob = self.sum_sq_prob = None
         self.n_classes: int | None = None
         self.shape: tuple | None = None  # of one sample's output
         self._nonfinite = 0
@@ -150,11 +160,17 @@ class Collector:
             self.n_classes = k
             self.true_prob = np.empty(self.n, dtype=np.float64)
             self.true_rank = np.empty(self.n, dtype=np.int32)
+            self.top_prob = np.empty(self.n, dtype=np.float64)
+            self.sum_sq_prob = np.empty(self.n, dtype=np.float64)
             if self.keep_probs:
                 self.probs = np.empty((self.n, k), dtype=np.float32)
-        self.pred[start:stop] = logp.argmax(axis=1)
+        top = logp.argmax(axis=1)
+        self.pred[start:stop] = top
+        probs = np.exp(logp)
+        self.top_prob[start:stop] = probs[np.arange(len(top)), top]
+        self.sum_sq_prob[start:stop] = np.einsum("ij,ij->i", probs, probs)
         if self.probs is not None:
-            self.probs[start:stop] = np.exp(logp)
+            self.probs[start:stop] = probs
         if labels is not None:
             y = _class_indices(labels, k, self.where, self.labels_where)
             true_logp = logp[np.arange(len(y)), y]
@@ -167,7 +183,9 @@ class Collector:
         return Predictions(kind=self.kind or "none", pred=self.pred, values=self.values,
                            true_prob=self.true_prob if has_scores else None,
                            true_rank=self.true_rank if has_scores else None,
-                           probs=self.probs, n_classes=self.n_classes)
+                           probs=self.probs, n_classes=self.n_classes,
+                           top_prob=self.top_prob if has_scores else None,
+                           sum_sq_prob=self.sum_sq_prob if has_scores else None)
 
 
 def check_comparable(base: Collector, cand: Collector) -> None:

@@ -5,6 +5,7 @@ import pytest
 from sklearn import metrics as skm
 
 from gate.measure import quality
+from gate.measure.registry import get_metric, sample_metrics
 from gate.predictions import Predictions
 
 
@@ -17,7 +18,8 @@ def _cls(pred, y, k, seed=0, probs=None):
     true_prob = probs[np.arange(len(y)), y]
     rank = (probs > true_prob[:, None]).sum(axis=1)
     return Predictions(kind="probabilities", pred=pred, values=None, true_prob=true_prob, true_rank=rank,
-                       probs=probs.astype(np.float32), n_classes=k), probs
+                       probs=probs.astype(np.float32), n_classes=k, top_prob=probs.max(axis=1),
+                       sum_sq_prob=(probs ** 2).sum(axis=1)), probs
 
 
 @pytest.fixture(params=[2, 3, 7])
@@ -45,7 +47,7 @@ def test_confusion_metrics_match_sklearn(case):
             "recall_macro": skm.recall_score(y, pred, average="macro", zero_division=0),
         }
     for name, value in expected.items():
-        assert quality.FUNCTIONS[name](p, y) == pytest.approx(value, abs=1e-12), name
+        assert get_metric(name).fn(p, y) == pytest.approx(value, abs=1e-12), name
 
 
 def test_score_metrics_match_sklearn(case):
@@ -64,7 +66,8 @@ def test_metrics_on_an_index_set_equal_metrics_on_the_subset(case):
     idx = np.arange(0, len(y), 3)
     sub, _ = _cls(pred[idx], y[idx], k, probs=probs[idx])
     for name in ("accuracy", "f1_macro", "balanced_accuracy", "log_loss"):
-        assert quality.FUNCTIONS[name](p, y, idx) == pytest.approx(quality.FUNCTIONS[name](sub, y[idx]))
+        fn = get_metric(name).fn
+        assert fn(p, y, idx) == pytest.approx(fn(sub, y[idx]))
 
 
 def test_regression_metrics_match_sklearn():
@@ -82,7 +85,7 @@ def test_metrics_are_invariant_to_shuffling(case):
     p, y, pred, probs, k = case
     perm = np.random.default_rng(3).permutation(len(y))
     shuffled, _ = _cls(pred[perm], y[perm], k, probs=probs[perm])
-    for name, fn in quality.FUNCTIONS.items():
-        if name in ("mae", "rmse", "r2"):
+    for spec in sample_metrics():
+        if "classification" not in spec.tasks:
             continue
-        assert fn(shuffled, y[perm]) == pytest.approx(fn(p, y), abs=1e-12), name
+        assert spec.fn(shuffled, y[perm]) == pytest.approx(spec.fn(p, y), abs=1e-12), spec.name

@@ -11,9 +11,9 @@ import zlib
 import numpy as np
 
 from gate.measure import agreement as agree
-from gate.measure.quality import function_for, top_k_hits
-from gate.measure.registry import (AGREEMENT, BOOTSTRAP, FOOTPRINT, PAIRED_PROPORTION, PROPORTION, MetricSpec,
-                                   get_metric, top_k_of)
+from gate.measure.quality import top_k_hits
+from gate.measure.registry import (AGREEMENT, BOOTSTRAP, EXACT, FOOTPRINT, PAIRED_PROPORTION, PROPORTION,
+                                   MetricSpec, VECTORS, get_metric, top_k_of)
 from gate.measure.stats import (Interval, paired_bootstrap, paired_proportion_diff_interval,
                                 paired_proportion_relative_change, percentile_interval, quantile_grid,
                                 relative_change_from_bootstrap, wilson_interval)
@@ -40,8 +40,9 @@ def unavailable_reason(spec: MetricSpec, *, task: str, has_labels: bool, base: P
         return "the data has no labels"
     if spec.needs_scores and spec.kind != AGREEMENT and (base.n_classes is None or cand.n_classes is None):
         return "a model gives labels, not scores"
-    if spec.name == "roc_auc" and (base.probs is None or cand.probs is None):
-        return "scores were not kept"
+    missing = [v for v in spec.needs if getattr(base, v) is None or getattr(cand, v) is None]
+    if missing:
+        return "scores were not kept" if missing == ["probs"] else f"the outputs give no {VECTORS[missing[0]]}"
     k = top_k_of(spec.name)
     if k is not None and base.n_classes is not None and k >= base.n_classes:
         return f"top-{k} of {base.n_classes} classes is always right"
@@ -84,7 +85,7 @@ def compare(name: str, *, base: Predictions, cand: Predictions, agreement: Agree
                             candidate_interval=wilson_interval(k_c, n, confidence),
                             relative_interval=rel.interval if rel else None, discordant_rate=(b + c) / n,
                             evidence=evidence)
-    fn = function_for(name, classes)
+    fn = spec.function(classes)
     value_b, value_c = fn(base, y, None), fn(cand, y, None)
     if not with_interval:
         return MetricResult(metric=name, n=n, base=_finite(value_b), candidate=_finite(value_c),
@@ -92,7 +93,13 @@ def compare(name: str, *, base: Predictions, cand: Predictions, agreement: Agree
     return bootstrapped(name, n, base_value=value_b, cand_value=value_c,
                         cand_stat=lambda idx: fn(cand, y, idx), base_stat=lambda idx: fn(base, y, idx),
                         confidence=confidence, bootstrap=bootstrap, seed=seed,
-                        order=sample_order(base, cand, y, agreement))
+                        order=sample_order(base, cand, y, agreement, *_unordered(spec, base, cand)))
+
+
+def _unordered(spec: MetricSpec, base: Predictions, cand: Predictions) -> list[np.ndarray]:
+    """The vectors a metric reads that sample_order does not key on (top_prob, sum_sq_prob): keys too, so
+    samples that tie on every key are interchangeable for this metric as well."""
+    return [getattr(p, v) for v in spec.needs if v not in _ORDERED for p in (base, cand)]
 
 
 def canonical_order(n: int, *arrays: np.ndarray | None) -> np.ndarray:
@@ -151,6 +158,9 @@ def _in_order(stat, order: np.ndarray):
     return lambda idx: stat(order[idx])
 
 
+_ORDERED = ("pred", "true_prob", "true_rank", "values", "probs")  # the Predictions vectors sample_order reads
+
+
 def sample_order(base: Predictions, cand: Predictions, y: np.ndarray | None, agreement: Agreement | None = None,
                  *extra: np.ndarray) -> np.ndarray:
     """canonical_order over everything a metric of these two models may read."""
@@ -167,13 +177,13 @@ def _agreement(name, spec, *, base, cand, agreement, y, n, confidence, bootstrap
         count = agree.flip_counts(base, cand, y)[name]
         return MetricResult(metric=name, n=n, candidate=count / n,
                             candidate_interval=wilson_interval(count, n, confidence), evidence={"k": count, "n": n})
-    if name == "max_abs_diff":
+    if spec.method == EXACT:  # max_abs_diff: the largest over all samples
         if agreement.max_abs is None:
             return MetricResult(metric=name, n=n, unavailable="the outputs of base and candidate differ in shape")
         return MetricResult(metric=name, n=n, candidate=float(np.max(agreement.max_abs)))
     values = agree.per_sample(agreement)[name]
     if values is None:
-        why = "a model gives labels, not scores" if name == "kl_divergence" else \
+        why = "a model gives labels, not scores" if spec.needs_scores else \
             "the outputs of base and candidate differ in shape"
         return MetricResult(metric=name, n=n, unavailable=why)
     if with_interval and spec.method == BOOTSTRAP:

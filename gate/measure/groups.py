@@ -13,7 +13,7 @@ import numpy as np
 
 from gate.measure.compare import bootstrapped, compare, sample_order
 from gate.measure.quality import function_for
-from gate.measure.registry import FAIRNESS, get_metric
+from gate.measure.registry import FAIRNESS, get_metric, headline_for
 from gate.measurements import GroupingResult, GroupResult, MetricResult
 from gate.policy import DEFAULT_MIN_SAMPLES
 from gate.predictions import Agreement, Predictions
@@ -60,10 +60,7 @@ def groupings_for(dataset_columns: dict, group_specs: tuple, labels: np.ndarray 
 
 
 def _slice_predictions(p: Predictions, idx: np.ndarray) -> Predictions:
-    def cut(a):
-        return None if a is None else a[idx]
-    return replace(p, pred=cut(p.pred), values=cut(p.values), true_prob=cut(p.true_prob),
-                   true_rank=cut(p.true_rank), probs=cut(p.probs))
+    return p.take(idx)  # every per-sample vector, whichever a metric's record needs
 
 
 def _slice_agreement(a: Agreement, idx: np.ndarray) -> Agreement:
@@ -118,9 +115,8 @@ def measure_groupings(groupings: list[Grouping], *, base: Predictions, cand: Pre
     """each: metric -> min_samples of the subgroups it is judged on (they get intervals; smaller ones are
     too small to judge and get none); gaps: metric -> min_samples of the subgroups that count;
     fairness: between-group metrics of the candidate and base."""
-    shown = {"accuracy"} if task == "classification" and y is not None else set()
-    if task == "regression" and y is not None:
-        shown = {"mae"}
+    headline = headline_for(task)  # shown for every subgroup, judged or not
+    shown = {headline} if headline is not None and y is not None else set()
     # below every rule's min_samples a subgroup is only counted: no interval is drawn or judged
     too_small = min(list(each.values()) + list(gaps.values()) + [DEFAULT_MIN_SAMPLES])
     results = []

@@ -1,5 +1,8 @@
 """Task metrics as pure functions of per-sample vectors over an index set.
 
+Each is named by its record in gate/measure/registry.py (the only table of
+metrics); this module holds the arithmetic, nothing about direction or use.
+
 Confusion-matrix metrics are computed with numpy rather than by calling
 scikit-learn once per bootstrap resample: a thousand resamples of 100,000
 samples would take minutes through sklearn and well under a second here.
@@ -12,7 +15,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from gate.measure.registry import top_k_of
+from gate.measure.registry import get_metric
 from gate.predictions import Predictions
 
 Idx = np.ndarray | None
@@ -65,12 +68,19 @@ def balanced_accuracy(p, y, idx=None) -> float:
 
 
 def _macro(which: int):
+    # Averages over classes. Over all samples they follow scikit-learn (every class in y_true or y_pred);
+    # inside a slice (a subgroup, a true class) they average over the slice's true classes only (`classes`,
+    # the record's in_slice), so `recall_macro per: class` is each class's own recall, not diluted by
+    # classes the slice lacks.
     def fn(p, y, idx=None, classes: np.ndarray | None = None) -> float:
         cm, labels = _cm(p, y, idx)
         parts = _per_class(cm)
         counted = parts[4] if classes is None else parts[4] & np.isin(labels, classes)
         return float(parts[which][counted].mean()) if counted.any() else float("nan")
     return fn
+
+
+precision_macro, recall_macro, f1_macro = _macro(0), _macro(1), _macro(2)
 
 
 def f1_weighted(p, y, idx=None) -> float:
@@ -106,6 +116,33 @@ def top_k_hits(p: Predictions, k: int) -> np.ndarray:
     return p.true_rank < k
 
 
+def top_k_accuracy(p, y, idx=None, *, k: int) -> float:
+    return float(np.mean(_take(top_k_hits(p, k), idx)))
+
+
+ECE_BINS = np.linspace(0.0, 1.0, 16)  # 15 equal-width bins of the confidence
+
+
+def ece(p, y, idx=None) -> float:
+    """Expected calibration error, top-label (Guo et al. 2017): the bins (m-1)/15 < confidence <= m/15,
+    each |accuracy - mean confidence| weighted by its share of the samples."""
+    conf = _take(p.top_prob, idx)
+    correct = (_take(p.pred, idx) == _take(y, idx)).astype(np.float64)
+    if not conf.size:
+        return float("nan")
+    # side="left": a confidence on an edge m/15 falls in bin m (the upper edge is inside), 0 in the first bin
+    bins = np.clip(np.searchsorted(ECE_BINS, conf, side="left") - 1, 0, len(ECE_BINS) - 2)
+    m = len(ECE_BINS) - 1
+    gap = np.bincount(bins, weights=correct, minlength=m) - np.bincount(bins, weights=conf, minlength=m)
+    return float(np.abs(gap).sum() / conf.size)
+
+
+def brier_score(p, y, idx=None) -> float:
+    """Mean over samples of sum_k (p_k - [k = y])^2 = sum_k p_k^2 - 2 p_y + 1 (0 to 2)."""
+    per_sample = _take(p.sum_sq_prob, idx) - 2.0 * _take(p.true_prob, idx) + 1.0
+    return float(np.maximum(per_sample, 0.0).mean()) if per_sample.size else float("nan")
+
+
 def _abs_err(p, y, idx):
     return np.abs(_take(p.values, idx) - _take(y, idx).reshape(len(_take(y, idx)), -1))
 
@@ -128,35 +165,7 @@ def r2(p, y, idx=None) -> float:
     return float(np.mean(per_output))
 
 
-FUNCTIONS: dict[str, MetricFn] = {
-    "accuracy": accuracy,
-    "balanced_accuracy": balanced_accuracy,
-    "f1_macro": _macro(2),
-    "f1_weighted": f1_weighted,
-    "precision_macro": _macro(0),
-    "recall_macro": _macro(1),
-    "log_loss": log_loss,
-    "roc_auc": roc_auc,
-    "mae": mae,
-    "rmse": rmse,
-    "r2": r2,
-}
-
-
-# Averages over classes. Over all samples they follow scikit-learn (every class in y_true or y_pred);
-# inside a slice (a subgroup, a true class) they average over the slice's true classes only, so
-# `recall_macro per: class` is each class's own recall, not diluted by classes the slice lacks.
-MACRO = ("f1_macro", "precision_macro", "recall_macro")
-
-
 def function_for(name: str, classes: np.ndarray | None = None) -> MetricFn | None:
-    """The metric's function; `classes`: the true classes of a slice, for the class averages."""
-    if name in MACRO and classes is not None:
-        macro = FUNCTIONS[name]
-        return lambda p, y, idx=None: macro(p, y, idx, classes=classes)
-    if name in FUNCTIONS:
-        return FUNCTIONS[name]
-    k = top_k_of(name)
-    if k is not None:
-        return lambda p, y, idx=None: float(np.mean(_take(top_k_hits(p, k), idx)))
-    return None
+    """The metric's function from its record (registry.MetricSpec.function); `classes`: a slice's true classes."""
+    spec = get_metric(name)
+    return spec.function(classes) if spec is not None else None

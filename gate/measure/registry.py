@@ -1,19 +1,30 @@
-"""Every metric the gate knows, with its direction, in one place.
+"""Every metric the gate knows, one record each: the only table of metrics.
 
-Whether a change is a regression depends only on this table (higher or lower
-is better), so "drop" and "increase" are never ambiguous elsewhere.
+A record says everything the rest of the gate asks about a metric: its direction
+(higher or lower is better, so "drop" and "increase" are never ambiguous), its
+unit, the per-sample vectors it reads, the function that computes it over an
+index set, its interval method, what it means inside a slice, whether a rule may
+judge it per subgroup, whether it is the task's headline, and the reference the
+tests hold it to. The metric table of docs/metrics.md and the metric part of
+policies/schema.json are generated from these records (`python -m gate.docs`).
+
+Adding a metric is one record here, its function in quality.py, and its
+reference in tests/test_metric_records.py.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import partial
+from importlib import import_module
 
 # interval methods
 PAIRED_PROPORTION = "paired_proportion"  # Tango score interval on the delta, Wilson on the value
 PROPORTION = "proportion"  # a share of samples: Wilson interval
 BOOTSTRAP = "bootstrap"  # paired bootstrap over samples
 EXACT = "exact"  # a property of the file, no sampling error
+TIMED = "timed"  # paired rounds: block statistics over the run, see speed.py
 
 QUALITY = "quality"
 AGREEMENT = "agreement"
@@ -22,6 +33,32 @@ SPEED = "speed"
 FAIRNESS = "fairness"  # a property of a grouping (data.groups), not of one group
 MEMORY = "memory"  # measured in a subprocess per model
 
+# what a metric means inside a slice (a subgroup, a true class)
+SAME = "same"  # the same definition over the slice's samples
+SLICE_CLASSES = "slice_classes"  # an average over classes, taken over the slice's own true classes
+
+# per-sample vectors a Predictions holds (gate/predictions.py), which `needs` names
+VECTORS = {
+    "pred": "predicted class",
+    "true_prob": "probability of the true class",
+    "true_rank": "rank of the true class",
+    "top_prob": "highest class probability (the confidence)",
+    "sum_sq_prob": "sum of squared class probabilities",
+    "probs": "every class probability (n x k, kept only when a rule needs it)",
+    "values": "regression outputs",
+}
+
+
+@dataclass(frozen=True)
+class QualityFn:
+    """A metric function of gate/measure/quality.py, by name: the registry stays importable without numpy
+    (`gate policy check` never loads it). Called as fn(predictions, y, idx=None, **keywords)."""
+    attr: str
+    keywords: tuple[tuple[str, object], ...] = ()
+
+    def __call__(self, p, y, idx=None, **more) -> float:
+        return getattr(import_module("gate.measure.quality"), self.attr)(p, y, idx, **dict(self.keywords), **more)
+
 
 @dataclass(frozen=True, kw_only=True)
 class MetricSpec:
@@ -29,13 +66,29 @@ class MetricSpec:
     higher_is_better: bool
     kind: str
     tasks: tuple[str, ...]
-    method: str
+    method: str  # interval method
     needs_labels: bool = False
-    needs_scores: bool = False
+    needs_scores: bool = False  # class scores, not only labels
     unit: str = ""
     description: str = ""
     measured: bool = True  # False: known name, not measured by this version
     relative: bool = False  # already a ratio to the base (speedup, compression_ratio)
+    fn: QualityFn | None = None  # (Predictions, y, idx) -> float; None: not a function of per-sample vectors
+    needs: tuple[str, ...] = ()  # the Predictions vectors fn reads (keys of VECTORS)
+    in_slice: str = SAME  # SAME or SLICE_CLASSES
+    per_group: bool | None = None  # may be judged per subgroup (None: quality and agreement metrics may)
+    headline: bool = False  # the metric shown per subgroup and in charts for its tasks
+    default: bool = False  # reported in every run, judged or not
+    reference: str = ""  # what the tests hold the value to (tests/test_metric_records.py)
+    definition: str = ""  # the formula, for the docs
+
+    def __post_init__(self) -> None:
+        if self.per_group is None:
+            object.__setattr__(self, "per_group", self.kind in (QUALITY, AGREEMENT))
+        unknown = set(self.needs) - set(VECTORS)
+        if unknown or self.in_slice not in (SAME, SLICE_CLASSES):
+            raise ValueError(f"metric record {self.name}: unknown vectors {sorted(unknown)} or in_slice "
+                             f"{self.in_slice!r}")
 
     @property
     def against_base(self) -> bool:
@@ -47,52 +100,91 @@ class MetricSpec:
         """Measured by running the model on a machine (depends on where: a rule may name a target)."""
         return self.kind in (SPEED, MEMORY)
 
+    def function(self, classes=None):
+        """fn, or None; `classes`: inside a slice, its true classes (class averages are taken over them)."""
+        if self.fn is not None and self.in_slice == SLICE_CLASSES and classes is not None:
+            return partial(self.fn, classes=classes)
+        return self.fn
+
 
 CLS = ("classification",)
 REG = ("regression",)
 BOTH = ("classification", "regression")
 
+SK = "sklearn.metrics."
+
+
+def _quality(name: str, *, higher_is_better: bool, tasks=CLS, method=BOOTSTRAP, needs=("pred",),
+             needs_scores: bool = False, **more) -> MetricSpec:
+    """A metric of the task computed from each model's own per-sample vectors and the labels."""
+    return MetricSpec(name=name, higher_is_better=higher_is_better, kind=QUALITY, tasks=tasks, method=method,
+                      needs_labels=True, needs_scores=needs_scores, fn=QualityFn(name), needs=needs, **more)
+
+
+_TOP_K = re.compile(r"^top_([1-9][0-9]?)_accuracy$")
+TOP_K_PATTERN = _TOP_K.pattern
+
+
+def _top_k(k: int, *, default: bool = False) -> MetricSpec:
+    return MetricSpec(name=f"top_{k}_accuracy", higher_is_better=True, kind=QUALITY, tasks=CLS,
+                      method=PAIRED_PROPORTION, needs_labels=True, needs_scores=True, default=default,
+                      fn=QualityFn("top_k_accuracy", (("k", k),)), needs=("true_rank",),
+                      reference=SK + "top_k_accuracy_score",
+                      description=f"share of samples whose true class is among the top {k} scores")
+
+
 _SPECS = [
-    MetricSpec(name="accuracy", higher_is_better=True, kind=QUALITY, tasks=CLS,
-               method=PAIRED_PROPORTION, needs_labels=True,
-               description="share of samples predicted right"),
-    MetricSpec(name="balanced_accuracy", higher_is_better=True, kind=QUALITY, tasks=CLS,
-               method=BOOTSTRAP, needs_labels=True,
-               description="mean recall over classes"),
-    MetricSpec(name="f1_macro", higher_is_better=True, kind=QUALITY, tasks=CLS,
-               method=BOOTSTRAP, needs_labels=True, description="F1, unweighted mean over classes"),
-    MetricSpec(name="f1_weighted", higher_is_better=True, kind=QUALITY, tasks=CLS,
-               method=BOOTSTRAP, needs_labels=True, description="F1, mean over classes weighted by support"),
-    MetricSpec(name="precision_macro", higher_is_better=True, kind=QUALITY, tasks=CLS,
-               method=BOOTSTRAP, needs_labels=True, description="precision, unweighted mean over classes"),
-    MetricSpec(name="recall_macro", higher_is_better=True, kind=QUALITY, tasks=CLS,
-               method=BOOTSTRAP, needs_labels=True, description="recall, unweighted mean over classes"),
-    MetricSpec(name="roc_auc", higher_is_better=True, kind=QUALITY, tasks=CLS,
-               method=BOOTSTRAP, needs_labels=True, needs_scores=True,
-               description="area under the ROC curve (binary, or one-vs-rest macro)"),
-    MetricSpec(name="log_loss", higher_is_better=False, kind=QUALITY, tasks=CLS,
-               method=BOOTSTRAP, needs_labels=True, needs_scores=True,
-               description="mean negative log-probability of the true class"),
-    MetricSpec(name="mae", higher_is_better=False, kind=QUALITY, tasks=REG,
-               method=BOOTSTRAP, needs_labels=True, description="mean absolute error"),
-    MetricSpec(name="rmse", higher_is_better=False, kind=QUALITY, tasks=REG,
-               method=BOOTSTRAP, needs_labels=True, description="root mean squared error"),
-    MetricSpec(name="r2", higher_is_better=True, kind=QUALITY, tasks=REG,
-               method=BOOTSTRAP, needs_labels=True, description="coefficient of determination"),
-    MetricSpec(name="flip_rate", higher_is_better=False, kind=AGREEMENT, tasks=CLS,
+    _quality("accuracy", higher_is_better=True, method=PAIRED_PROPORTION, headline=True, default=True,
+             reference=SK + "accuracy_score", description="share of samples predicted right"),
+    _quality("balanced_accuracy", higher_is_better=True, default=True, reference=SK + "balanced_accuracy_score",
+             description="mean recall over classes"),
+    _quality("f1_macro", higher_is_better=True, in_slice=SLICE_CLASSES, default=True,
+             reference=SK + "f1_score(average='macro')", description="F1, unweighted mean over classes"),
+    _quality("f1_weighted", higher_is_better=True, default=True, reference=SK + "f1_score(average='weighted')",
+             description="F1, mean over classes weighted by support"),
+    _quality("precision_macro", higher_is_better=True, in_slice=SLICE_CLASSES, default=True,
+             reference=SK + "precision_score(average='macro')",
+             description="precision, unweighted mean over classes"),
+    _quality("recall_macro", higher_is_better=True, in_slice=SLICE_CLASSES, default=True,
+             reference=SK + "recall_score(average='macro')", description="recall, unweighted mean over classes"),
+    _top_k(5, default=True),
+    _quality("roc_auc", higher_is_better=True, needs=("probs",), needs_scores=True,
+             reference=SK + "roc_auc_score(multi_class='ovr', average='macro')",
+             description="area under the ROC curve (binary, or one-vs-rest macro)"),
+    _quality("log_loss", higher_is_better=False, needs=("true_prob",), needs_scores=True, default=True,
+             reference=SK + "log_loss", description="mean negative log-probability of the true class"),
+    _quality("ece", higher_is_better=False, needs=("pred", "top_prob"), needs_scores=True,
+             reference="numpy (Guo et al. 2017)",
+             description="expected calibration error: top-label confidence against accuracy in 15 equal-width "
+                         "bins",
+             definition="sum over the 15 bins (m-1)/15 < confidence <= m/15 of (samples in bin / n) x "
+                        "|accuracy in bin - mean confidence in bin|; confidence = the highest class probability"),
+    _quality("brier_score", higher_is_better=False, needs=("true_prob", "sum_sq_prob"), needs_scores=True,
+             reference=SK + "brier_score_loss(scale_by_half=False)",
+             description="mean over samples of the squared distance between the class probabilities and the "
+                         "one-hot true class (0 to 2; for two classes twice the positive-class form)",
+             definition="mean over samples of sum_k (p_k - [k = y])^2; for two classes this is 2 x "
+                        "mean (p_1 - y)^2, scikit-learn's binary brier_score_loss"),
+    _quality("mae", higher_is_better=False, tasks=REG, needs=("values",), headline=True, default=True,
+             reference=SK + "mean_absolute_error", description="mean absolute error"),
+    _quality("rmse", higher_is_better=False, tasks=REG, needs=("values",), default=True,
+             reference=SK + "root_mean_squared_error", description="root mean squared error"),
+    _quality("r2", higher_is_better=True, tasks=REG, needs=("values",), default=True,
+             reference=SK + "r2_score", description="coefficient of determination"),
+    MetricSpec(name="flip_rate", higher_is_better=False, kind=AGREEMENT, tasks=CLS, default=True, needs=("pred",),
                method=PROPORTION, description="share of samples whose predicted class changed"),
-    MetricSpec(name="negative_flip_rate", higher_is_better=False, kind=AGREEMENT, tasks=CLS,
-               method=PROPORTION, needs_labels=True,
+    MetricSpec(name="negative_flip_rate", higher_is_better=False, kind=AGREEMENT, tasks=CLS, default=True,
+               method=PROPORTION, needs_labels=True, needs=("pred",),
                description="share of samples the base got right and the candidate wrong"),
-    MetricSpec(name="positive_flip_rate", higher_is_better=True, kind=AGREEMENT, tasks=CLS,
-               method=PROPORTION, needs_labels=True,
+    MetricSpec(name="positive_flip_rate", higher_is_better=True, kind=AGREEMENT, tasks=CLS, default=True,
+               method=PROPORTION, needs_labels=True, needs=("pred",),
                description="share of samples the base got wrong and the candidate right"),
-    MetricSpec(name="kl_divergence", higher_is_better=False, kind=AGREEMENT, tasks=CLS,
-               method=BOOTSTRAP, needs_scores=True,
+    MetricSpec(name="kl_divergence", higher_is_better=False, kind=AGREEMENT, tasks=CLS, default=True,
+               method=BOOTSTRAP, needs_scores=True, unit="nats",
                description="mean KL(base || candidate) of the class probabilities, in nats"),
-    MetricSpec(name="max_abs_diff", higher_is_better=False, kind=AGREEMENT, tasks=BOTH,
+    MetricSpec(name="max_abs_diff", higher_is_better=False, kind=AGREEMENT, tasks=BOTH, default=True,
                method=EXACT, description="largest absolute difference of any output value"),
-    MetricSpec(name="cosine_similarity", higher_is_better=True, kind=AGREEMENT, tasks=BOTH,
+    MetricSpec(name="cosine_similarity", higher_is_better=True, kind=AGREEMENT, tasks=BOTH, default=True,
                method=BOOTSTRAP, description="mean cosine similarity of the output vectors"),
     MetricSpec(name="demographic_parity_difference", higher_is_better=False, kind=FAIRNESS, tasks=CLS,
                method=BOOTSTRAP, description="largest difference in positive-prediction rate between the "
@@ -100,9 +192,9 @@ _SPECS = [
     MetricSpec(name="equalized_odds_difference", higher_is_better=False, kind=FAIRNESS, tasks=CLS,
                method=BOOTSTRAP, needs_labels=True, description="larger of the between-subgroup differences in "
                "true-positive and false-positive rate (binary tasks)"),
-    MetricSpec(name="model_size_mb", higher_is_better=False, kind=FOOTPRINT, tasks=BOTH,
+    MetricSpec(name="model_size_mb", higher_is_better=False, kind=FOOTPRINT, tasks=BOTH, default=True,
                method=EXACT, unit="MB", description="model file size with external data, in MB (10^6 bytes)"),
-    MetricSpec(name="parameters", higher_is_better=False, kind=FOOTPRINT, tasks=BOTH,
+    MetricSpec(name="parameters", higher_is_better=False, kind=FOOTPRINT, tasks=BOTH, default=True,
                method=EXACT, description="number of stored weight values (initializer elements)"),
 ]
 
@@ -110,13 +202,13 @@ _SPECS = [
 # ONNX initializers, always cheap.
 _SPECS += [
     MetricSpec(name="nonzero_parameters", higher_is_better=False, kind=FOOTPRINT, tasks=BOTH, method=EXACT,
-               description="stored weight values that are not zero (initializer elements)"),
-    MetricSpec(name="sparsity", higher_is_better=True, kind=FOOTPRINT, tasks=BOTH, method=EXACT,
+               default=True, description="stored weight values that are not zero (initializer elements)"),
+    MetricSpec(name="sparsity", higher_is_better=True, kind=FOOTPRINT, tasks=BOTH, method=EXACT, default=True,
                description="share of zero values in the weight tensors (initializers of 2 or more dimensions; "
                "a quantized weight counts as zero when it equals its zero point)"),
     MetricSpec(name="compression_ratio", higher_is_better=True, kind=FOOTPRINT, tasks=BOTH, method=EXACT,
                relative=True, description="base file size / candidate file size"),
-    MetricSpec(name="macs", higher_is_better=False, kind=FOOTPRINT, tasks=BOTH, method=EXACT,
+    MetricSpec(name="macs", higher_is_better=False, kind=FOOTPRINT, tasks=BOTH, method=EXACT, default=True,
                description="multiply-accumulates per sample of Conv, ConvTranspose, Gemm, MatMul and their "
                "quantized forms (an estimate: other ops are not counted)"),
 ]
@@ -129,7 +221,6 @@ for _dtype in DTYPE_NAMES:
                              description=f"bytes of stored {_dtype} weights (initializers)"))
 
 # Timed on the machine that measures (gate/measure/speed.py), base and candidate interleaved.
-TIMED = "timed"  # paired rounds: block statistics over the run, see speed.py
 PERCENTILES = {"latency_p50_ms": 0.50, "latency_p90_ms": 0.90, "latency_p95_ms": 0.95, "latency_p99_ms": 0.99}
 for _name, _q in PERCENTILES.items():
     _SPECS.append(MetricSpec(name=_name, higher_is_better=False, kind=SPEED, tasks=BOTH, method=TIMED, unit="ms",
@@ -151,8 +242,6 @@ _SPECS += [
 
 METRICS: dict[str, MetricSpec] = {spec.name: spec for spec in _SPECS}
 
-_TOP_K = re.compile(r"^top_([1-9][0-9]?)_accuracy$")
-
 
 def top_k_of(name: str) -> int | None:
     match = _TOP_K.match(name)
@@ -163,12 +252,76 @@ def get_metric(name: str) -> MetricSpec | None:
     if name in METRICS:
         return METRICS[name]
     k = top_k_of(name)
-    if k is not None:
-        return MetricSpec(name=name, higher_is_better=True, kind=QUALITY, tasks=CLS,
-                          method=PAIRED_PROPORTION, needs_labels=True, needs_scores=True,
-                          description=f"share of samples whose true class is among the top {k} scores")
-    return None
+    return _top_k(k) if k is not None else None
 
 
 def known_names() -> list[str]:
-    return sorted(METRICS) + ["top_5_accuracy"]
+    return sorted(METRICS)
+
+
+def default_metrics(task: str) -> list[str]:
+    """The metrics reported in every run of a task, in registry order."""
+    return [spec.name for spec in _SPECS if spec.default and task in spec.tasks]
+
+
+def headline_for(task: str) -> str | None:
+    """The metric shown per subgroup and in the charts for a task (accuracy, mae)."""
+    return next((spec.name for spec in _SPECS if spec.headline and task in spec.tasks), None)
+
+
+def sample_metrics() -> list[MetricSpec]:
+    """Every metric computed by a function of per-sample vectors (what the registry-driven tests run)."""
+    return [spec for spec in _SPECS if spec.fn is not None]
+
+
+# ---- generated text: docs/metrics.md and the metric part of policies/schema.json --------------
+
+DOCS_START, DOCS_END = "<!-- metrics:start -->", "<!-- metrics:end -->"
+_INTERVALS = {PAIRED_PROPORTION: "paired score (Tango), Wilson", PROPORTION: "Wilson",
+              BOOTSTRAP: "paired bootstrap", EXACT: "exact", TIMED: "paired timing blocks"}
+
+
+def _doc_rows() -> list[MetricSpec]:
+    """Records in registry order; the top-k family once, as its pattern."""
+    rows, top_k_done = [], False
+    for spec in _SPECS:
+        if top_k_of(spec.name) is not None:
+            if top_k_done:
+                continue
+            top_k_done = True
+            spec = replace(spec, name="top_K_accuracy", default=False, description="share of samples whose true "
+                           "class is among the top K scores (K = 1 to 99; top_5_accuracy is reported in every run)")
+        rows.append(spec)
+    return rows
+
+
+def metrics_markdown() -> str:
+    """The metric table of docs/metrics.md (between DOCS_START and DOCS_END)."""
+    def cell(text: str) -> str:
+        return text.replace("|", "\\|")
+
+    lines = ["| metric | better | kind | task | unit | reads | interval | in a slice | per group | default "
+             "| meaning |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for spec in _doc_rows():
+        reads = ", ".join(f"`{v}`" for v in spec.needs) or "–"
+        if spec.needs_labels:
+            reads = "labels" if reads == "–" else reads + ", labels"
+        slice_text = ("over the slice's classes" if spec.in_slice == SLICE_CLASSES else "same") \
+            if spec.per_group else "–"
+        meaning = spec.description + (f". Definition: {spec.definition}" if spec.definition else "")
+        if spec.headline:
+            meaning += " (headline: shown per subgroup and in the charts)"
+        lines.append(f"| `{spec.name}` | {'higher' if spec.higher_is_better else 'lower'} | {spec.kind} | "
+                     f"{' / '.join(spec.tasks)} | {spec.unit or '–'} | {reads} | {_INTERVALS[spec.method]} | "
+                     f"{slice_text} | {'yes' if spec.per_group else 'no'} | {'yes' if spec.default else 'no'} | "
+                     f"{cell(meaning)} |")
+    return "\n".join(lines) + "\n"
+
+
+def metric_name_schema() -> dict:
+    """JSON Schema of a rule's metric: every registered name, or top_K_accuracy."""
+    return {"type": "string",
+            "anyOf": [{"enum": [name for name in known_names() if top_k_of(name) is None]},
+                      {"pattern": TOP_K_PATTERN}],
+            "description": "metric name: one of docs/metrics.md, or top_K_accuracy for K = 1 to 99"}

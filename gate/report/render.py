@@ -50,7 +50,7 @@ def group_rows(candidate: dict, task: str) -> list[dict]:
     """Every subgroup of every grouping with the task's headline metric, worst change first."""
     from gate.measure.registry import get_metric
 
-    metric = "accuracy" if task == "classification" else "mae"
+    metric = headline(task)
     higher = get_metric(metric).higher_is_better
     rows = []
     for grouping in candidate.get("groupings", []):
@@ -110,7 +110,10 @@ def forest_chart(rows: list[dict], confidence: float, task: str):
 
 
 def headline(task: str) -> str:
-    return "accuracy" if task == "classification" else "mae"
+    """The task's headline metric: the record marked headline (accuracy, mae)."""
+    from gate.measure.registry import headline_for
+
+    return headline_for(task)
 
 
 def pareto_chart(report: dict, cost: str):

@@ -57,41 +57,44 @@ def threads_to_use(requested: int) -> tuple[int, str | None]:
     return requested, None
 
 
-def open_session(path: Path, settings: SpeedSettings, threads: int, *, profile_prefix: str | None = None):
+def open_session(path: Path, settings: SpeedSettings | None, threads: int | None, *,
+                 profile_prefix: str | None = None, provider: str | None = None):
+    """The one onnxruntime session builder: the ONNX runner's (settings None: CPU, onnxruntime's own thread
+    count unless `threads`), the timer's and the profiler's (the target's settings and threads) and the
+    memory worker's (`provider` named directly)."""
     import onnxruntime as ort
 
+    provider = provider or (settings.provider if settings is not None else "CPUExecutionProvider")
     available = ort.get_available_providers()
-    if settings.provider not in available:
-        where = f"latency.targets.{settings.target}.provider" if settings.target else "latency.provider"
-        raise GateInputError(f"asks for the execution provider {settings.provider}, which this onnxruntime does "
+    if provider not in available:
+        if settings is None:
+            where = "latency.provider"
+        else:
+            where = f"latency.targets.{settings.target}.provider" if settings.target else "latency.provider"
+        raise GateInputError(f"asks for the execution provider {provider}, which this onnxruntime does "
                              f"not have (it has {', '.join(available)})", path=where,
                              fix="install the onnxruntime build for that provider on this machine, or measure "
                                  "this target on the device it names")
+    ort.set_default_logger_severity(4)  # errors raised at run time reach the user as messages already
     options = ort.SessionOptions()
-    options.log_severity_level = 3
-    options.intra_op_num_threads = threads
+    options.log_severity_level = 3  # keep onnxruntime's own warnings out of the report
+    if threads:
+        options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    if threads > 1:
-        # idle pool threads spinning between calls would steal the core the other model runs on
+    if threads != 1:
+        # idle pool threads spinning between calls would steal the core the other model runs on (base and
+        # candidates take turns batch by batch: about 2x the wall time on 2 cores)
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if profile_prefix:
         options.enable_profiling = True
         options.profile_file_prefix = profile_prefix
-    providers = [settings.provider] + (["CPUExecutionProvider"] if settings.provider != "CPUExecutionProvider" else [])
+    providers = [provider] + (["CPUExecutionProvider"] if provider != "CPUExecutionProvider" else [])
     return ort.InferenceSession(str(path), options, providers=providers)
 
 
 def feeds_for(runner, batch_size: int) -> tuple[dict[str, np.ndarray], int]:
     """The first `batch_size` samples of the bound data as a feed (the model's own size when its batch
-    axis is fixed); rows repeat when the data has fewer samples."""
-    # the runner's binding has resolved and checked every input against the data
-    fixed = runner._batch  # noqa: SLF001 - the runner's checked binding, read-only
-    batch = fixed or batch_size
-    feeds = {}
-    for name, array in runner._feeds.items():  # noqa: SLF001
-        rows = array[:batch]
-        if len(rows) < batch:
-            rows = np.concatenate([rows] * math.ceil(batch / max(len(rows), 1)))[:batch]
-        feeds[name] = np.ascontiguousarray(rows.astype(runner._dtypes[name], copy=False))  # noqa: SLF001
-    return feeds, batch
+    axis is fixed); rows repeat when the data has fewer samples. The runner's public feed API
+    (gate/models/binding.py)."""
+    return runner.feed(batch_size)

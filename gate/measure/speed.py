@@ -2,11 +2,13 @@
 
 `measure_on_this_machine` runs one speed measurement; the parts live next to it:
 - gate/measure/settings.py     SpeedSettings: the policy's latency block (or a target's) over the defaults
-- gate/measure/machine.py      usable CPUs (affinity, cgroup quota), sessions, the timed input batch
+- gate/measure/machine.py      usable CPUs (affinity, cgroup quota), the one onnxruntime session builder
+- gate/models/                 the backends (ONNX, torch): each model's timer, its input batch (the runner's
+                               public feed), its memory worker and whether it has an op profiler
 - gate/measure/timing.py       the interleaved timed loop, its looks and alpha-spending
 - gate/measure/latency.py      statistics of the rounds: percentiles, mean, throughput, paired speedup
 - gate/measure/percentiles.py  order-statistic intervals and MLPerf's minimum runs
-- gate/measure/profile.py      onnxruntime's per-op profile
+- gate/measure/profile.py      onnxruntime's per-op profile (backends with has_op_profile)
 - gate/measure/energy.py       RAPL energy counters
 - gate/measure/memory.py       peak memory, each model in its own subprocess
 
@@ -64,14 +66,16 @@ def measure_on_this_machine(models: list[tuple[str, Path, object]], settings: Sp
     settled(candidate -> metrics): True when every rule on these metrics is decided; without it the run
     looks once (min_runs and min_time_s), with it a borderline result is measured again up to max_time_s.
     """
-    import tempfile
+    import contextlib
 
     from gate.measure.memory import peak_memory
+    from gate.models import backend_of
 
     threads, clamp_note = threads_to_use(settings.threads)
     usable, usable_why = usable_cpus()
     names = [m[0] for m in models]
-    fed = [feeds_for(runner, settings.batch_size) for _, _, runner in models]
+    backends = [backend_of(runner) for _, _, runner in models]
+    fed = [runner.feed(settings.batch_size) for _, _, runner in models]
     batches = [b for _, b in fed]
     run_settings = dict(settings.to_dict(), threads_used=threads, usable_cpus=usable, usable_cpus_why=usable_why)
     notes = [clamp_note] if clamp_note else []
@@ -83,9 +87,44 @@ def measure_on_this_machine(models: list[tuple[str, Path, object]], settings: Sp
                                     "notes": list(notes)} for n in names[1:]}
     base_metrics: dict[str, float] = {}
 
-    sessions = [open_session(path, settings, threads) for _, path, _ in models]
-    providers = [s.get_providers()[0] for s in sessions]
-    calls = [(lambda s=s, f=f: s.run(None, f)) for s, (f, _) in zip(sessions, fed)]
+    with contextlib.ExitStack() as pinned:
+        for backend in {b.name: b for b in backends}.values():  # torch's thread count is per process
+            pinned.enter_context(backend.pinned(threads))
+        _time_and_profile(models, backends, fed, batches, names, settings, threads, confidence=confidence,
+                          timed=timed, energy=energy, settled=settled, out_metrics=out_metrics, details=details,
+                          base_metrics=base_metrics)
+    if memory:
+        peaks = peak_memory({str(i): (backend.memory_spec(runner), f)
+                             for i, ((_, _, runner), backend, (f, _)) in enumerate(zip(models, backends, fed))},
+                            threads=threads, provider=settings.provider)
+        base_peak = peaks["0"]
+        if "peak_mb" in base_peak:
+            base_metrics["peak_memory_mb"] = base_peak["peak_mb"]
+        for j, name in enumerate(names[1:], start=1):
+            got = peaks[str(j)]
+            details[name]["memory"] = {"base": base_peak, "candidate": got}
+            if "error" in got or "error" in base_peak:
+                out_metrics[name]["peak_memory_mb"] = MetricResult(
+                    metric="peak_memory_mb", n=1, unavailable=got.get("error") or base_peak.get("error"))
+                continue
+            b, c = base_peak["peak_mb"], got["peak_mb"]
+            out_metrics[name]["peak_memory_mb"] = MetricResult(
+                metric="peak_memory_mb", n=1, base=b, candidate=c, delta=c - b,
+                delta_interval=Interval(low=c - b, high=c - b, method="exact"),
+                candidate_interval=Interval(low=c, high=c, method="exact"),
+                evidence={"method": got["method"], "baseline_mb": got.get("baseline_mb"), "runs": got["runs"]})
+    return SpeedRun(settings=run_settings, metrics=out_metrics, details=details, base_metrics=base_metrics)
+
+
+def _time_and_profile(models, backends, fed, batches, names, settings: SpeedSettings, threads: int, *,
+                      confidence: float, timed: bool, energy: bool, settled, out_metrics: dict, details: dict,
+                      base_metrics: dict) -> None:
+    """The timed loop (and energy) on every backend's timer, then the per-op profile where there is one.
+    Every timer (a session, a module and its prepared tensors) is released on return, before memory runs."""
+    timers = [backend.timer(runner, f, threads, settings) for (_, _, runner), backend, (f, _) in
+              zip(models, backends, fed)]
+    calls = [call for call, _ in timers]
+    providers = [provider for _, provider in timers]
     if timed:
         import scipy.special  # noqa: F401 - the statistics' distributions, loaded before the clock starts: the
         # first look must not spend max_time_s on an import
@@ -124,16 +163,7 @@ def measure_on_this_machine(models: list[tuple[str, Path, object]], settings: Sp
                     "throughput"):
             if key in first and first[key].base is not None:
                 base_metrics[key] = first[key].base
-        with tempfile.TemporaryDirectory(prefix="gate-profile-") as tmp:
-            try:
-                base_prof = op_profile(models[0][1], fed[0][0], settings, threads, Path(tmp))
-                for j, name in enumerate(names[1:], start=1):
-                    cand_prof = op_profile(models[j][1], fed[j][0], settings, threads, Path(tmp))
-                    details[name]["op_profile"] = dict(compare_profiles(base_prof, cand_prof), runs=20)
-            except Exception as exc:  # the profile is an aid: its failure must not lose the timings
-                for name in names[1:]:
-                    details[name]["op_profile"] = None
-                    details[name]["notes"].append(f"the per-op profile failed: {type(exc).__name__}: {exc}"[:300])
+        _profile(models, backends, fed, names, settings, threads, details)
     if energy:
         counters, reason = rapl_counters()
         per_block = energy_blocks(calls, counters) if counters else None
@@ -144,24 +174,36 @@ def measure_on_this_machine(models: list[tuple[str, Path, object]], settings: Sp
                                        "counters": [c.name for c in counters]}
         if per_block is not None:
             base_metrics["energy_per_inference_mj"] = float(per_block[0].mean())
-    del sessions, calls
-    if memory:
-        peaks = peak_memory({str(i): (path, f) for i, ((_, path, _), (f, _)) in enumerate(zip(models, fed))},
-                            threads=threads, provider=settings.provider)
-        base_peak = peaks["0"]
-        if "peak_mb" in base_peak:
-            base_metrics["peak_memory_mb"] = base_peak["peak_mb"]
-        for j, name in enumerate(names[1:], start=1):
-            got = peaks[str(j)]
-            details[name]["memory"] = {"base": base_peak, "candidate": got}
-            if "error" in got or "error" in base_peak:
-                out_metrics[name]["peak_memory_mb"] = MetricResult(
-                    metric="peak_memory_mb", n=1, unavailable=got.get("error") or base_peak.get("error"))
-                continue
-            b, c = base_peak["peak_mb"], got["peak_mb"]
-            out_metrics[name]["peak_memory_mb"] = MetricResult(
-                metric="peak_memory_mb", n=1, base=b, candidate=c, delta=c - b,
-                delta_interval=Interval(low=c - b, high=c - b, method="exact"),
-                candidate_interval=Interval(low=c, high=c, method="exact"),
-                evidence={"method": got["method"], "baseline_mb": got.get("baseline_mb"), "runs": got["runs"]})
-    return SpeedRun(settings=run_settings, metrics=out_metrics, details=details, base_metrics=base_metrics)
+
+
+def _profile(models, backends, fed, names, settings: SpeedSettings, threads: int, details: dict) -> None:
+    """onnxruntime's per-op profile of base and candidate, compared op type by op type, where both backends have
+    an op profiler; a note where one has none."""
+    import tempfile
+
+    def missing(j: int) -> str | None:
+        without = [f"{'the base' if i == 0 else names[i]} ({backends[i].label})" for i in (0, j)
+                   if not backends[i].has_op_profile]
+        if not without:
+            return None
+        return (f"no per-op profile: {' and '.join(without)} {'has' if len(without) == 1 else 'have'} no op "
+                "profiler in the gate (onnxruntime's profiler covers ONNX models only)")
+
+    with tempfile.TemporaryDirectory(prefix="gate-profile-") as tmp:
+        base_prof = None
+        try:
+            for j, name in enumerate(names[1:], start=1):
+                note = missing(j)
+                if note is not None:
+                    details[name]["op_profile"] = None
+                    details[name]["notes"].append(note)
+                    continue
+                if base_prof is None:
+                    base_prof = op_profile(models[0][1], fed[0][0], settings, threads, Path(tmp))
+                cand_prof = op_profile(models[j][1], fed[j][0], settings, threads, Path(tmp))
+                details[name]["op_profile"] = dict(compare_profiles(base_prof, cand_prof), runs=20)
+        except Exception as exc:  # the profile is an aid: its failure must not lose the timings
+            for name in names[1:]:
+                if "op_profile" not in details[name]:
+                    details[name]["op_profile"] = None
+                    details[name]["notes"].append(f"the per-op profile failed: {type(exc).__name__}: {exc}"[:300])

@@ -1,4 +1,5 @@
-"""onnxruntime runner: dynamic batch axis -> batches, fixed batch -> chunks of that size."""
+"""onnxruntime backend: the runner (dynamic batch axis -> batches, fixed batch -> chunks of that size), its
+timer and its memory worker. The session is built by gate.measure.machine.open_session, the one builder."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import numpy as np
 from gate.checks import check_input_names
 from gate.errors import GateInputError
 from gate.files import check_readable
+from gate.models.binding import Binding
 from gate.policy import ModelRef
 from gate.safety import check_external_data
 
@@ -19,26 +21,21 @@ _ORT_TYPES = {
 }
 
 
-class OnnxRunner:
+class OnnxRunner(Binding):
+    backend = "onnx"
+
     def __init__(self, ref: ModelRef, *, output: str | None, inputs: dict, max_mb: float,
                  threads: int | None = None) -> None:
+        from gate.measure.machine import open_session
+
         self.name = ref.name
         self.path = ref.path
         self._mapping = inputs
         check_readable(self.path, "model", max_mb)
         check_external_data(self.path, max_mb=max_mb)  # before onnxruntime reads any external weights
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.log_severity_level = 3  # keep onnxruntime's own warnings out of the report
-        ort.set_default_logger_severity(4)  # errors raised at run time reach the user as messages already
-        if threads:
-            options.intra_op_num_threads = threads
-        # base and candidates take turns batch by batch: a session whose idle pool keeps spinning
-        # burns the cores the running one needs (about 2x the wall time on 2 cores)
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
-            self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
+            # base and candidates take turns batch by batch: open_session turns the idle pool's spinning off
+            self.session = open_session(self.path, None, threads)
         except Exception as exc:  # onnxruntime raises its own types for every malformed file
             first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
             raise GateInputError(f"cannot be loaded by onnxruntime: {first}", path=self.path,
@@ -54,35 +51,22 @@ class OnnxRunner:
             raise GateInputError(f"has no output named {chosen!r}", path=self.path,
                                  fix=f"choose one of: {', '.join(outs)}")
         self.output = chosen
-        self._feeds: dict[str, np.ndarray] = {}
-        self._dtypes: dict[str, type] = {}
-        self._batch: int | None = None
+        self._init_binding()
 
     def bind(self, dataset) -> None:
         model_inputs = self.session.get_inputs()
-        check_input_names(self._mapping, [inp.name for inp in model_inputs], self.path)
-        features = dataset.feature_keys()
+        names = [inp.name for inp in model_inputs]
+        check_input_names(self._mapping, names, self.path)
         fixed_batches = set()
         for inp in model_inputs:
             want = _ORT_TYPES.get(inp.type)
             if want is None:
                 raise GateInputError(f"input '{inp.name}' has the type {inp.type}, which the gate cannot feed",
                                      path=self.path, fix="export the model with numeric tensor inputs")
-            spec = self._mapping.get(inp.name)
-            if spec is None:
-                if inp.name in dataset.columns:
-                    spec = inp.name
-                elif len(model_inputs) == 1 and len(features) == 1:
-                    spec = features[0]
-                elif len(model_inputs) == 1 and all(dataset.columns[f].ndim == 1 for f in features) and features:
-                    spec = features  # a CSV of feature columns
-                else:
-                    raise GateInputError(f"cannot tell which data feeds the input '{inp.name}' of {self.path.name}",
-                                         path=dataset.path, fix=f"map it in the policy: data: {{inputs: {{{inp.name}: KEY}}}} "
-                                         f"with KEY one of {', '.join(features)[:200]}")
+            spec = self._source(inp.name, names, dataset)
             array = dataset.column(spec, for_input=inp.name, model=self.path)
-            if array.ndim == 1 and len(inp.shape) == 2 and not (isinstance(inp.shape[1], int) and inp.shape[1] != 1):
-                array = array.reshape(-1, 1)  # one CSV column feeding a (batch, 1) input: a view, not a copy
+            dims = [d if isinstance(d, int) else None for d in inp.shape]  # a named axis is free
+            array = self._shaped(array, inp.name, spec, dims, dataset)
             if array.dtype != want:
                 if not (np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_) or \
                         not np.can_cast(array.dtype, want, casting="same_kind"):
@@ -90,34 +74,14 @@ class OnnxRunner:
                                          f"but the data {spec!r} holds {array.dtype}", path=dataset.path,
                                          fix=f"store {spec!r} as {np.dtype(want).name}")
                 dataset.check_cast(spec, want, for_input=inp.name, model=self.path)
-            dims = list(inp.shape)
-            sample_dims = dims[1:]
-            if len(sample_dims) != array.ndim - 1 or any(
-                    isinstance(d, int) and d != a for d, a in zip(sample_dims, array.shape[1:])):
-                raise GateInputError(f"input '{inp.name}' of {self.path.name} expects samples of shape "
-                                     f"{_shape_text(sample_dims)}, but the data {spec!r} has {tuple(array.shape[1:])}",
-                                     path=dataset.path, fix="reshape the data or map another key to this input")
-            if dims and isinstance(dims[0], int) and dims[0] > 0:
+            if dims and dims[0] is not None and dims[0] > 0:
                 fixed_batches.add(dims[0])
-            self._feeds[inp.name] = array
-            self._dtypes[inp.name] = want
-        if len(fixed_batches) > 1:
-            raise GateInputError(f"has inputs with different fixed batch sizes {sorted(fixed_batches)}",
-                                 path=self.path, fix="export with one batch size or a dynamic batch axis")
-        self._batch = fixed_batches.pop() if fixed_batches else None
+            self._bind_input(inp.name, array, want)
+        self._set_batch(fixed_batches, "export with one batch size or a dynamic batch axis")
 
     def run(self, start: int, stop: int) -> np.ndarray:
-        if self._batch is None:
-            return self._run({k: v[start:stop] for k, v in self._feeds.items()})
-        parts = []
-        for lo in range(start, stop, self._batch):
-            hi = min(lo + self._batch, stop)
-            chunk = {k: v[lo:hi] for k, v in self._feeds.items()}
-            if hi - lo < self._batch:  # pad the last chunk of a fixed-batch model, drop the padding after
-                chunk = {k: np.concatenate([v, np.repeat(v[-1:], self._batch - (hi - lo), axis=0)])
-                         for k, v in chunk.items()}
-            parts.append(self._run(chunk)[: hi - lo])
-        return np.concatenate(parts)
+        parts = [self._run(chunk)[:real] for real, chunk in self._chunks(start, stop)]
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
     def _run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         # cast per batch: a whole-column cast would copy the data once per model
@@ -125,5 +89,31 @@ class OnnxRunner:
         return np.asarray(self.session.run([self.output], feeds)[0])
 
 
-def _shape_text(dims: list) -> str:
-    return "(" + ", ".join(str(d) if isinstance(d, int) else "?" for d in dims) + ")"
+# ---------------------------------------------------------------- the backend's measurement hooks
+
+def timer(runner: OnnxRunner, feeds: dict, threads: int, settings) -> tuple:
+    """(zero-argument call, provider) timing this model: a session of its own with the target's threads and
+    execution provider, fed the prepared batch."""
+    from gate.measure.machine import open_session
+
+    session = open_session(runner.path, settings, threads)
+    return (lambda: session.run(None, feeds)), session.get_providers()[0]
+
+
+def memory_spec(runner: OnnxRunner) -> dict:
+    return {"backend": "onnx", "path": str(runner.path)}
+
+
+def memory_baseline(feeds: dict, threads: int) -> object:
+    """What the worker holds without the model: onnxruntime imported, the input loaded."""
+    import onnxruntime  # noqa: F401
+
+    return feeds
+
+
+def memory_call(spec: dict, feeds: dict, threads: int, provider: str):
+    """In the memory worker: the session and a zero-argument inference call."""
+    from gate.measure.machine import open_session
+
+    session = open_session(Path(spec["path"]), None, threads, provider=provider)
+    return lambda: session.run(None, feeds)

@@ -24,6 +24,7 @@ from gate import safety
 from gate.checks import check_input_names
 from gate.errors import GateInputError
 from gate.measure.footprint import weight_facts
+from gate.models.binding import Binding
 from gate.policy import ModelRef
 
 INSTALL_FIX = "torch models need the torch extra: pip install 'gate[torch]'"
@@ -66,12 +67,15 @@ def _weights_only(torch):
         torch.load = original
 
 
-class TorchRunner:
+class TorchRunner(Binding):
+    backend = "torch"
+
     def __init__(self, ref: ModelRef, *, kind: str, output: str | None, inputs: dict, max_mb: float,
                  threads: int | None = None) -> None:
         self.name = ref.name
         self.path = ref.path
         self.kind = kind
+        self._ref, self._max_mb = ref, max_mb  # what the memory worker needs to load it again
         self._mapping = inputs
         self._wanted = ref.output  # per model: must exist
         self._default = output  # policy-wide: names an output when the model has several
@@ -88,9 +92,7 @@ class TorchRunner:
             self.module = self._load_safetensors(ref)
         self._names = self._input_names()
         self.output: str | None = None
-        self._feeds: dict[str, np.ndarray] = {}
-        self._dtypes: dict[str, object] = {}
-        self._batch: int | None = None
+        self._init_binding()
 
     # ---------------------------------------------------------------- loading
 
@@ -176,35 +178,15 @@ class TorchRunner:
 
     def bind(self, dataset) -> None:
         check_input_names(self._mapping, self._names, self.path)
-        features = dataset.feature_keys()
         fixed = set()
         float_dtype = self._float_dtype()
         for i, name in enumerate(self._names):
-            spec = self._mapping.get(name)
-            if spec is None:
-                if name in dataset.columns:
-                    spec = name
-                elif len(self._names) == 1 and len(features) == 1:
-                    spec = features[0]
-                elif len(self._names) == 1 and features and all(dataset.columns[f].ndim == 1 for f in features):
-                    spec = features
-                else:
-                    raise GateInputError(f"cannot tell which data feeds the input '{name}' of {self.path.name}",
-                                         path=dataset.path, fix=f"map it in the policy: data: {{inputs: {{{name}: "
-                                         f"KEY}}}} with KEY one of {', '.join(features)[:200]}")
+            spec = self._source(name, self._names, dataset)
             array = dataset.column(spec, for_input=name, model=self.path)
             declared = self._specs[i] if self._specs is not None else None
             if declared is not None:
                 _, want, shape = declared
-                if array.ndim == 1 and len(shape) == 2 and shape[1] in (None, 1):
-                    array = array.reshape(-1, 1)
-                sample = shape[1:]
-                if len(sample) != array.ndim - 1 or any(d is not None and d != a
-                                                        for d, a in zip(sample, array.shape[1:])):
-                    raise GateInputError(f"input '{name}' of {self.path.name} expects samples of shape "
-                                         f"{_shape_text(sample)}, but the data {spec!r} has "
-                                         f"{tuple(array.shape[1:])}", path=dataset.path,
-                                         fix="reshape the data or map another key to this input")
+                array = self._shaped(array, name, spec, list(shape), dataset)
                 if shape and shape[0] is not None:
                     fixed.add(shape[0])
             else:
@@ -214,13 +196,13 @@ class TorchRunner:
                 narrow = _NUMPY_OF.get(str(want).replace("torch.", ""))
                 if narrow is not None and array.dtype != narrow:
                     dataset.check_cast(spec, narrow, for_input=name, model=self.path)
-            self._feeds[name] = array
-            self._dtypes[name] = want
-        if len(fixed) > 1:
-            raise GateInputError(f"has inputs with different fixed batch sizes {sorted(fixed)}", path=self.path,
-                                 fix="export with one batch size or a dynamic batch axis (torch.export.Dim)")
-        self._batch = fixed.pop() if fixed else None
+            self._bind_input(name, array, want)
+        self._set_batch(fixed, "export with one batch size or a dynamic batch axis (torch.export.Dim)")
         self._probe(dataset)
+
+    def _numpy_dtype(self, name: str):
+        want = self._dtypes.get(name)
+        return None if want is None else _NUMPY_OF.get(str(want).replace("torch.", ""))
 
     def _float_dtype(self):
         torch = self._torch
@@ -248,7 +230,7 @@ class TorchRunner:
         reported before any measurement, and the outputs are known by name."""
         stop = min(dataset.n, self._batch or 2)
         try:
-            outputs = self._call(0, stop)
+            outputs = self._call(next(self._chunks(0, stop))[1])
         except GateInputError:
             raise
         except Exception as exc:
@@ -276,29 +258,28 @@ class TorchRunner:
     # ---------------------------------------------------------------- running
 
     def run(self, start: int, stop: int) -> np.ndarray:
-        if self._batch is None:
-            return self._numpy(self._call(start, stop)[self.output])
-        parts = []
-        for lo in range(start, stop, self._batch):
-            hi = min(lo + self._batch, stop)
-            parts.append(self._numpy(self._call(lo, hi)[self.output])[: hi - lo])
-        return np.concatenate(parts)
+        parts = [self._numpy(self._call(chunk)[self.output])[:real] for real, chunk in self._chunks(start, stop)]
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
-    def _call(self, start: int, stop: int) -> dict:
+    def tensors(self, feeds: dict[str, np.ndarray]) -> list:
+        """The positional arguments of forward for one call's feeds (see Binding.feed), in the dtypes the
+        model takes."""
         torch = self._torch
         args = []
         for name in self._names:
-            chunk = self._feeds[name][start:stop]
-            if self._batch is not None and stop - start < self._batch:  # pad a fixed batch, dropped after
-                chunk = np.concatenate([chunk, np.repeat(chunk[-1:], self._batch - (stop - start), axis=0)])
-            chunk = np.ascontiguousarray(chunk)
+            chunk = np.ascontiguousarray(feeds[name])
             if not chunk.flags.writeable:  # torch warns about read-only arrays (it cannot share them safely)
                 chunk = chunk.copy()
             tensor = torch.from_numpy(chunk)
-            want = self._dtypes[name]
+            want = self._dtypes.get(name)
             if want is not None and tensor.dtype != want:
                 tensor = tensor.to(want)
             args.append(tensor)
+        return args
+
+    def _call(self, feeds: dict[str, np.ndarray]) -> dict:
+        torch = self._torch
+        args = self.tensors(feeds)
         with torch.inference_mode():
             result = self.module(*args)
         return _named_outputs(result, torch, self.path)
@@ -452,5 +433,78 @@ def _zeros(t, torch) -> int:
     return int((t == 0).sum())
 
 
-def _shape_text(dims) -> str:
-    return "(" + ", ".join("?" if d is None else str(d) for d in dims) + ")"
+# ---------------------------------------------------------------- the backend's measurement hooks
+
+def timer(runner: TorchRunner, feeds: dict, threads: int, settings) -> tuple:
+    """(zero-argument call, provider) timing this model: the loaded module on the CPU under inference_mode,
+    its input tensors made once, here, outside the timed call. The thread count is set by `pinned_threads`
+    around the whole timed loop (torch has one pool per process)."""
+    torch = runner._torch
+    if settings.provider != "CPUExecutionProvider":
+        where = f"latency.targets.{settings.target}.provider" if settings.target else "latency.provider"
+        raise GateInputError(f"asks for the execution provider {settings.provider}, but {runner.path.name} is a "
+                             f"{_FORMATS[runner.kind]}, which the gate runs on the CPU only", path=where,
+                             fix="time torch models with the CPUExecutionProvider, or export them to ONNX for "
+                                 "this target")
+    args = runner.tensors(feeds)
+    module = runner.module
+
+    def call():
+        with torch.inference_mode():
+            return module(*args)
+
+    return call, f"torch {torch.__version__.split('+')[0]} CPU"
+
+
+@contextlib.contextmanager
+def pinned_threads(threads: int):
+    """torch.set_num_threads(threads) for the timed loop, restored after."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def memory_spec(runner: TorchRunner) -> dict:
+    """What the memory worker needs to load the model again through the same checks and loaders."""
+    ref = runner._ref
+    return {"backend": "torch", "path": str(runner.path), "kind": runner.kind, "max_mb": runner._max_mb,
+            "factory": ref.factory, "factory_root": str(ref.factory_root) if ref.factory_root else None,
+            "dtypes": {name: None if want is None else str(want).replace("torch.", "")
+                       for name, want in runner._dtypes.items()}}
+
+
+def memory_baseline(feeds: dict, threads: int) -> object:
+    """What the worker holds without the model: torch imported, its thread pool set, the input as tensors
+    (sharing the arrays, as the model's call does) and one trivial op run, so torch itself and its first op
+    are not charged to the model."""
+    import torch
+
+    torch.set_num_threads(threads)
+    held = [torch.from_numpy(v) for v in feeds.values() if v.flags.writeable and v.flags.c_contiguous]
+    with torch.inference_mode():
+        held.append(torch.ones(64) + 1)
+    return held
+
+
+def memory_call(spec: dict, feeds: dict, threads: int, provider: str):  # noqa: ARG001 - CPU only
+    """In the memory worker: the model loaded as the gate loads it (gate.safety's checks first) and a
+    zero-argument inference call on the prepared tensors."""
+    ref = ModelRef(name=Path(spec["path"]).name, path=Path(spec["path"]), factory=spec.get("factory"),
+                   factory_root=Path(spec["factory_root"]) if spec.get("factory_root") else None)
+    runner = TorchRunner(ref, kind=spec["kind"], output=None, inputs={}, max_mb=spec["max_mb"], threads=threads)
+    torch = runner._torch
+    for name, dtype in spec["dtypes"].items():
+        runner._bind_input(name, feeds[name], None if dtype is None else getattr(torch, dtype))
+    args = runner.tensors(feeds)
+    module = runner.module
+
+    def call():
+        with torch.inference_mode():
+            return module(*args)
+
+    return call

@@ -1,0 +1,119 @@
+"""Input binding, written once for every backend: which data feeds which input, the sample shape check,
+one fixed batch size, fixed-batch padding, and the public feed a timer or a memory worker is given.
+
+A runner (gate/models/onnx.py, gate/models/torch.py) inherits `Binding`, resolves each input with
+`_source` and `_shaped`, stores what it will feed with `_bind_input`, ends with `_set_batch`, and
+runs through `_chunks`. Outside the runner only the public API is read:
+
+- `fixed_batch`: the batch size fixed in the model file, or None for a dynamic batch axis;
+- `feed(batch_size) -> (feeds, batch)`: the first samples as one call's input, rows repeated when the data
+  has fewer, each input cast to the numpy dtype the model takes (where numpy has one).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from gate.errors import GateInputError
+
+
+class Binding:
+    path: Path
+    _mapping: dict  # the policy's data: inputs: {input name: data key or columns}
+
+    def _init_binding(self) -> None:
+        self._feeds: dict[str, np.ndarray] = {}  # input name -> the whole data column (a view, never copied)
+        self._dtypes: dict[str, object] = {}  # input name -> the dtype the backend takes (backend's own type)
+        self._batch: int | None = None
+
+    # ---------------------------------------------------------------- public
+
+    @property
+    def fixed_batch(self) -> int | None:
+        return self._batch
+
+    @property
+    def input_names(self) -> list[str]:
+        return list(self._feeds)
+
+    def feed(self, batch_size: int) -> tuple[dict[str, np.ndarray], int]:
+        """The first `batch_size` samples of the bound data as the input of one call (the model's own size
+        when its batch axis is fixed); rows repeat when the data has fewer samples. Arrays are contiguous and
+        of the numpy dtype each input takes, so a timer converts them once, outside the timed call."""
+        batch = self._batch or batch_size
+        feeds = {}
+        for name, array in self._feeds.items():
+            rows = array[:batch]
+            if len(rows) < batch:
+                rows = np.concatenate([rows] * math.ceil(batch / max(len(rows), 1)))[:batch]
+            want = self._numpy_dtype(name)
+            feeds[name] = np.ascontiguousarray(rows if want is None else rows.astype(want, copy=False))
+        return feeds, batch
+
+    # ---------------------------------------------------------------- for the runners
+
+    def _numpy_dtype(self, name: str):
+        """The numpy dtype input `name` is fed as (None: as the data holds it). ONNX stores numpy types."""
+        return self._dtypes.get(name)
+
+    def _source(self, name: str, names: list[str], dataset):
+        """Which data feeds the input `name`: the policy's mapping, a key of the same name, the only feature,
+        or every column of a CSV for a model with one input."""
+        spec = self._mapping.get(name)
+        if spec is not None:
+            return spec
+        features = dataset.feature_keys()
+        if name in dataset.columns:
+            return name
+        if len(names) == 1 and len(features) == 1:
+            return features[0]
+        if len(names) == 1 and features and all(dataset.columns[f].ndim == 1 for f in features):
+            return features  # a CSV of feature columns
+        raise GateInputError(f"cannot tell which data feeds the input '{name}' of {self.path.name}",
+                             path=dataset.path, fix=f"map it in the policy: data: {{inputs: {{{name}: KEY}}}} "
+                             f"with KEY one of {', '.join(features)[:200]}")
+
+    def _shaped(self, array: np.ndarray, name: str, spec, dims: list, dataset) -> np.ndarray:
+        """The data for an input of declared shape `dims` (int or None per axis, batch first): one column
+        feeding a (batch, 1) input becomes a view of that shape; samples of another shape are refused."""
+        if array.ndim == 1 and len(dims) == 2 and dims[1] in (None, 1):
+            array = array.reshape(-1, 1)  # one CSV column feeding a (batch, 1) input: a view, not a copy
+        sample = dims[1:]
+        if len(sample) != array.ndim - 1 or any(d is not None and d != a for d, a in zip(sample, array.shape[1:])):
+            raise GateInputError(f"input '{name}' of {self.path.name} expects samples of shape "
+                                 f"{shape_text(sample)}, but the data {spec!r} has {tuple(array.shape[1:])}",
+                                 path=dataset.path, fix="reshape the data or map another key to this input")
+        return array
+
+    def _bind_input(self, name: str, array: np.ndarray, dtype) -> None:
+        self._feeds[name] = array
+        self._dtypes[name] = dtype
+
+    def _set_batch(self, fixed: set[int], fix: str) -> None:
+        if len(fixed) > 1:
+            raise GateInputError(f"has inputs with different fixed batch sizes {sorted(fixed)}", path=self.path,
+                                 fix=fix)
+        self._batch = fixed.pop() if fixed else None
+
+    def _chunks(self, start: int, stop: int) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
+        """(real samples, feeds) per call for samples [start, stop): one call with a dynamic batch axis, chunks
+        of the fixed size otherwise, the last one padded by repeating its last sample (drop the padding from
+        the output: keep the first `real` rows)."""
+        if self._batch is None:
+            yield stop - start, {k: v[start:stop] for k, v in self._feeds.items()}
+            return
+        for lo in range(start, stop, self._batch):
+            hi = min(lo + self._batch, stop)
+            chunk = {k: v[lo:hi] for k, v in self._feeds.items()}
+            if hi - lo < self._batch:
+                chunk = {k: np.concatenate([v, np.repeat(v[-1:], self._batch - (hi - lo), axis=0)])
+                         for k, v in chunk.items()}
+            yield hi - lo, chunk
+
+
+def shape_text(dims) -> str:
+    return "(" + ", ".join("?" if d is None else str(d) for d in dims) + ")"

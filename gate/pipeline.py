@@ -11,7 +11,7 @@ from gate import provenance
 from gate.data import Dataset, load_dataset
 from gate.errors import GateInputError
 from gate.files import sha256_of
-from gate.measure.compare import compare, footprint, is_footprint
+from gate.measure.compare import as_the_base_itself, compare, footprint, is_footprint
 from gate.measure.footprint import footprint_result, model_facts
 from gate.measure import groups
 from gate.measure.agreement import change_matrix
@@ -210,9 +210,13 @@ def measure(policy: Policy, *, show_progress: bool | None = None, target: str | 
         grouped = groups.measure_groupings(
             groupings, base=base_pred, cand=cand_pred, agreement=agreement, y=y, task=policy.task, each=each,
             gaps=gaps, fairness=fairness, confidence=policy.confidence, bootstrap=policy.bootstrap, seed=policy.seed)
+        notes = batch_notes(policy, base_info, info)
+        if info.sha256 == base_info.sha256:
+            metrics, grouped = _the_base_itself(metrics, grouped)
+            notes += ("This candidate is the base's own file (the same sha256): every comparison with the base is "
+                      "exact (no difference, perfect agreement), not estimated from the samples.",)
         measured[name] = CandidateMeasurements(info=info, metrics=metrics, groupings=grouped,
-                                               change_matrix=change_matrix(base_pred, cand_pred),
-                                               notes=batch_notes(policy, base_info, info))
+                                               change_matrix=change_matrix(base_pred, cand_pred), notes=notes)
 
     base_metrics = {}
     if y is not None:
@@ -244,6 +248,17 @@ def measure(policy: Policy, *, show_progress: bool | None = None, target: str | 
                     "started": started, "finished": provenance.now(), "command": provenance.command(),
                     "policy": {"path": policy.source, "sha256": policy.sha256}},
     )
+
+
+def _the_base_itself(metrics: dict, grouped: tuple) -> tuple[dict, tuple]:
+    exact = {k: as_the_base_itself(v) for k, v in metrics.items()}
+    groupings = tuple(replace(g, groups=tuple(replace(sub, metrics={k: as_the_base_itself(v)
+                                                                     for k, v in sub.metrics.items()})
+                                              for sub in g.groups),
+                              gaps={k: as_the_base_itself(v) for k, v in g.gaps.items()},
+                              fairness={k: as_the_base_itself(v) for k, v in g.fairness.items()})
+                      for g in grouped)
+    return exact, groupings
 
 
 def batch_notes(policy: Policy, base: ModelInfo, cand: ModelInfo) -> tuple[str, ...]:

@@ -6,19 +6,20 @@ row index, so the calibration data chooses every prediction by choosing which ta
 gate.policy.load_policy -> gate.pipeline.measure (onnxruntime) -> gate.judge.judge, and report.json's content
 is Report.to_dict as the writer cleans it (no rendering, no files beyond the data and the policy).
 
-Deterministic for CI: derandomize=True, deadline=None, modest example counts; bootstrap 200 resamples.
+Deterministic for CI: derandomize=True, deadline=None, modest example counts; bootstrap 100 resamples.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from conftest import logits_for, lookup_model, write_policy
@@ -30,7 +31,7 @@ from gate.report import Report, _clean
 K = 3  # classes
 ROWS = 96  # table rows of every model; the data's `idx` column picks rows
 GROUPS = ("north", "south", "west")
-BOOTSTRAP = 200
+BOOTSTRAP = 100  # the least a policy may ask: the properties hold for any count, and resamples cost time
 
 SETTINGS = dict(deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 
@@ -88,12 +89,13 @@ def lab(tmp_path_factory) -> Lab:
 
 @st.composite
 def samples(draw, min_n: int = 12, max_n: int = 60):
-    """(rows, labels, groups) of n samples. A label is drawn as a class or as 'the base's prediction'
+    """(rows, picks, groups) of n samples; labels_for turns picks into labels. A label is drawn as a class or as 'the base's prediction'
     (the value K), so accuracies spread over the whole range rather than sitting near 1/K."""
     n = draw(st.integers(min_n, max_n))
     rows = draw(st.lists(st.integers(0, ROWS - 1), min_size=n, max_size=n))
     picks = draw(st.lists(st.integers(0, K), min_size=n, max_size=n))
     groups = draw(st.lists(st.integers(0, len(GROUPS) - 1), min_size=n, max_size=n))
+    groups[:len(GROUPS)] = range(len(GROUPS))  # every subgroup present: a gap needs two (else it is an error)
     return rows, picks, groups
 
 
@@ -112,7 +114,6 @@ MIXED_RULES = [
     {"metric": "kl_divergence", "max": 0.3},
     {"metric": "flip_rate", "max": 0.3},
     {"metric": "accuracy", "per": "group", "max_drop": 0.1, "min_samples": 5},
-    {"metric": "f1_macro", "per": "group", "max_drop": 0.1, "min_samples": 5},
     {"metric": "accuracy", "per": "group", "scope": "gap", "max_increase": 0.1, "min_samples": 5},
 ]
 
@@ -133,7 +134,7 @@ MONOTONE_RULES = [
 
 
 @settings(max_examples=25, **SETTINGS)
-@given(data=samples(), drawn=st.lists(st.floats(0.0, 1.0), min_size=3, max_size=8))
+@given(data=samples(min_n=12, max_n=120), drawn=st.lists(st.floats(0.0, 1.0), min_size=3, max_size=8))
 def test_a_stricter_bound_never_turns_a_fail_into_a_pass(lab, data, drawn):
     """Judge level: measured once through the pipeline (onnxruntime), then every rule is judged by
     gate.judge.evaluate / evaluate_grouped under many bounds: hypothesis' own, 0, and the rule's observed
@@ -168,16 +169,20 @@ def test_a_stricter_bound_never_turns_a_fail_into_a_pass(lab, data, drawn):
 # 2. permuting the samples changes nothing but provenance
 # --------------------------------------------------------------------------------------------
 
+ROUNDING = 1e-12  # far below any bound or printed digit, far above a last-bit difference of a float sum
+
+
 def without_provenance(report: dict) -> dict:
     return {k: v for k, v in report.items() if k != "provenance"}
 
 
-def first_difference(a, b, path="") -> str | None:
+def first_difference(a, b, path="", tolerance: float = 0.0) -> str | None:
+    """Where two report.json contents first differ; floats within `tolerance` (relative and absolute) agree."""
     if isinstance(a, dict) and isinstance(b, dict):
         for k in sorted(set(a) | set(b), key=str):
             if k not in a or k not in b:
                 return f"{path}.{k}: only in one"
-            found = first_difference(a[k], b[k], f"{path}.{k}")
+            found = first_difference(a[k], b[k], f"{path}.{k}", tolerance)
             if found:
                 return found
         return None
@@ -185,11 +190,14 @@ def first_difference(a, b, path="") -> str | None:
         if len(a) != len(b):
             return f"{path}: {len(a)} vs {len(b)} items"
         for i, (x, y) in enumerate(zip(a, b)):
-            found = first_difference(x, y, f"{path}[{i}]")
+            found = first_difference(x, y, f"{path}[{i}]", tolerance)
             if found:
                 return found
         return None
-    return None if a == b else f"{path}: {a!r} vs {b!r}"
+    if isinstance(a, float) and isinstance(b, float) and tolerance and math.isclose(a, b, rel_tol=tolerance,
+                                                                                   abs_tol=tolerance):
+        return None
+    return None if a == b and type(a) is type(b) else f"{path}: {a!r} vs {b!r}"
 
 
 @settings(max_examples=20, **SETTINGS)
@@ -209,21 +217,18 @@ def test_permuting_the_samples_changes_no_verdict_and_no_number(lab, data, seed)
     a, b = without_provenance(straight), without_provenance(shuffled)
     assert [(r["rule"], r["status"]) for r in a["candidates"][0]["rules"]] == \
         [(r["rule"], r["status"]) for r in b["candidates"][0]["rules"]]
-    assert a == b, first_difference(a, b)
+    # exact apart from point estimates that are means over the samples in file order (log_loss, kl_divergence,
+    # cosine_similarity): summed in another order they may differ in the last bits (see ROUNDING)
+    assert first_difference(a, b, tolerance=ROUNDING) is None, first_difference(a, b, tolerance=ROUNDING)
 
 
 # --------------------------------------------------------------------------------------------
 # 3. a copy of the base never fails
 # --------------------------------------------------------------------------------------------
 
-@settings(max_examples=25, **SETTINGS)
-@given(data=samples(min_n=12, max_n=60), bound=st.floats(0.0, 0.2) | st.just(0.0))
-def test_a_copy_of_the_base_never_fails(lab, data, bound):
-    """Pipeline level: the candidate is the base's file copied byte for byte. Every comparative rule
-    (drop / increase / relative bounds >= 0, overall, per group and on the gap) passes whatever the labels and
-    samples; flip_rate and negative_flip_rate max >= 0 may be inconclusive on few samples but never fail."""
-    rows, picks, groups = data
-    lab.data(rows, labels_for(lab, rows, picks), groups)
+def copy_rules(bound: float) -> tuple[list[dict], list[dict]]:
+    """(comparative rules: drop / increase / relative bounds, overall, per group and on the gap;
+    flip rules: shares of samples with a bound `max`), every bound `bound` >= 0."""
     comparative = [
         {"metric": "accuracy", "max_drop": bound},
         {"metric": "accuracy", "max_relative_drop": bound},
@@ -235,8 +240,44 @@ def test_a_copy_of_the_base_never_fails(lab, data, bound):
         {"metric": "accuracy", "per": "group", "max_drop": bound, "min_samples": 1},
         {"metric": "accuracy", "per": "group", "scope": "gap", "max_increase": bound, "min_samples": 1},
     ]
-    proportions = [{"metric": "flip_rate", "max": bound}, {"metric": "negative_flip_rate", "max": bound}]
-    _, _, verdict = lab.run(comparative + proportions, {"copy": "copy.onnx"})
+    return comparative, [{"metric": "flip_rate", "max": bound}, {"metric": "negative_flip_rate", "max": bound}]
+
+
+COPY_BOUNDS = st.floats(0.0, 0.2) | st.just(0.0)
+
+
+@settings(max_examples=25, **SETTINGS)
+@given(data=samples(min_n=12, max_n=60), bound=COPY_BOUNDS)
+def test_a_copy_of_the_base_never_fails_a_rule(lab, data, bound):
+    """Pipeline level: the candidate is the base's file copied byte for byte. For any labels and samples, no
+    comparative or flip rule with a bound >= 0 fails, warns or errs, so under `inconclusive: warn` the copy
+    passes (an interval wider than the bound may leave a rule undecided: see the next test)."""
+    rows, picks, groups = data
+    lab.data(rows, labels_for(lab, rows, picks), groups)
+    comparative, flips = copy_rules(bound)
+    _, _, verdict = lab.run(comparative + flips, {"copy": "copy.onnx"}, inconclusive="warn")
+    for r in verdict.candidates[0].rules:
+        assert r.status in (PASS, INCONCLUSIVE), (r.rule, r.status, r.reason)
+    assert verdict.candidates[0].verdict == PASS
+
+
+@settings(max_examples=25, **SETTINGS)
+@example(data=([0] * 12, [0] * 12, [0, 1, 2] + [0] * 9), bound=0.0)  # the smallest failing case hypothesis found
+@given(data=samples(min_n=12, max_n=60), bound=COPY_BOUNDS)
+def test_a_copy_of_the_base_passes_every_comparative_rule(lab, data, bound):
+    """Pipeline level: the candidate is the base's file copied byte for byte. Every comparative rule (drop /
+    increase / relative bounds >= 0, overall, per group and on the gap) passes whatever the labels and
+    samples; flip_rate and negative_flip_rate max >= 0 may be inconclusive on few samples but never fail.
+
+    FAILS today for the paired-proportion rules (accuracy max_drop, max_relative_drop, per group): with no
+    discordant pair the Tango interval of the drop is about +-3.8/n wide (12 samples: +-0.2425), so a copy is
+    inconclusive below that bound, and at a bound of 0 for any n ("more samples will not decide it"), which
+    blocks it under the default `inconclusive: fail`; the bootstrap rules on the same copy give [0, 0] and
+    pass. The explicit example is hypothesis' minimal case, so the test fails at once, without shrinking."""
+    rows, picks, groups = data
+    lab.data(rows, labels_for(lab, rows, picks), groups)
+    comparative, flips = copy_rules(bound)
+    _, _, verdict = lab.run(comparative + flips, {"copy": "copy.onnx"})
     results = verdict.candidates[0].rules
     for r in results[:len(comparative)]:
         assert r.status == PASS, (r.rule, r.status, r.reason)
@@ -252,7 +293,8 @@ def test_a_copy_of_the_base_never_fails(lab, data, bound):
 @given(data=samples(min_n=12, max_n=50), other_first=st.booleans())
 def test_adding_a_candidate_never_changes_another(lab, data, other_first):
     """Pipeline level: candidate A measured and judged alone and next to candidate B (listed before or after
-    it) has the same rules, statuses, numbers, metrics and subgroups in report.json."""
+    it) has the same rules, statuses, numbers, metrics and subgroups in report.json, exactly (apart from the
+    rules' policy line numbers, which the extra candidate line in the policy file moves)."""
     rows, picks, groups = data
     lab.data(rows, labels_for(lab, rows, picks), groups)
     alone = report_json(*lab.run(MIXED_RULES, {"A": "cand.onnx"}))
@@ -260,6 +302,9 @@ def test_adding_a_candidate_never_changes_another(lab, data, other_first):
     together = report_json(*lab.run(MIXED_RULES, both))
     a = next(c for c in alone["candidates"] if c["name"] == "A")
     b = next(c for c in together["candidates"] if c["name"] == "A")
+    for rules in (a["rules"], b["rules"]):
+        for r in rules:  # the rule's line in the policy file: one more candidate line moves every rule down
+            r.pop("line")
     assert a == b, first_difference(a, b)
 
 

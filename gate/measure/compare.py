@@ -7,6 +7,7 @@ threshold: deciding is the judge's job.
 from __future__ import annotations
 
 import zlib
+from dataclasses import replace
 
 import numpy as np
 
@@ -212,3 +213,28 @@ def footprint(name: str, base: ModelInfo, cand: ModelInfo, n: int) -> MetricResu
 def is_footprint(name: str) -> bool:
     spec = get_metric(name)
     return spec is not None and spec.kind == FOOTPRINT
+
+
+_EXACT_ZERO = Interval(low=0.0, high=0.0, method="same file as the base")
+
+
+def as_the_base_itself(m: MetricResult) -> MetricResult:
+    """The measurement of a candidate that is the base's own file (the same sha256): it computes the same
+    function, so every difference with the base is exactly zero, and agreement is perfect, not estimated.
+    (An interval from the samples would leave a copy of the base undecided against a bound of 0.)"""
+    if m.unavailable:
+        return m
+    spec = get_metric(m.metric)
+    evidence = dict(m.evidence or {})
+    for key in ("delta_grid", "relative_grid"):
+        if evidence.get(key):
+            evidence[key] = [0.0] * len(evidence[key])
+    changes = {}
+    if m.delta is not None:
+        changes.update(delta=0.0, delta_interval=_EXACT_ZERO,
+                       relative_interval=_EXACT_ZERO if m.base else m.relative_interval)
+    if spec is not None and spec.kind == AGREEMENT and m.candidate is not None:
+        changes["candidate_interval"] = Interval(low=m.candidate, high=m.candidate, method=_EXACT_ZERO.method)
+        if "candidate_grid" in evidence and evidence["candidate_grid"]:
+            evidence["candidate_grid"] = [m.candidate] * len(evidence["candidate_grid"])
+    return replace(m, evidence=evidence, **changes) if changes else m

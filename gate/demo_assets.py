@@ -207,7 +207,11 @@ def _train_mlp(x_train, y_train, x_cal, seed: int):
     # max_iter, so the warning is not expected; it is silenced locally only so
     # that a different scikit-learn release or seed cannot turn a perfectly
     # usable demo model into an error under `-W error`.
-    with warnings.catch_warnings():
+    # One BLAS thread: batches of 64 are too small to gain from more, and on a busy 2-core runner the
+    # default threads oversubscribe the cores (the build took 80-100 s instead of about 15 s; same bytes).
+    from threadpoolctl import threadpool_limits
+
+    with warnings.catch_warnings(), threadpool_limits(limits=1, user_api="blas"):
         warnings.simplefilter("ignore", ConvergenceWarning)
         clf.fit(x_train, y_train)
 

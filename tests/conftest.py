@@ -280,21 +280,13 @@ def run_main(*args, cwd: Path | None = None) -> CliResult:
 
     from gate import cli
 
-    out, err = io.StringIO(), io.StringIO()
-    print_summary = cli._print_summary
-
-    def summary(*a, **k):  # its `stream=sys.stdout` default was bound at import, to pytest's capture
-        if len(a) < 3:
-            k.setdefault("stream", sys.stdout)
-        return print_summary(*a, **k)
-
+    out, err = io.StringIO(), io.StringIO()  # the gate reads sys.stdout/sys.stderr when it prints
     before = set(sys.modules)
     torch = sys.modules.get("torch")
     threads = torch.get_num_threads() if torch is not None else None
     env = _env()  # PYTHONWARNINGS=default too, for the processes the gate starts
     with contextlib.ExitStack() as stack:
         stack.enter_context(mock.patch.dict(os.environ, env, clear=True))
-        stack.enter_context(mock.patch.object(cli, "_print_summary", summary))
         stack.enter_context(warnings.catch_warnings())
         warnings.simplefilter("default")  # as PYTHONWARNINGS=default: shown on stderr, where tests look
         warnings.showwarning = lambda message, category, filename, lineno, file=None, line=None: sys.stderr.write(

@@ -532,16 +532,17 @@ def test_judging_results_measured_on_different_data_is_refused(models):
 
 
 def test_judge_refuses_a_rule_the_measurement_cannot_support(models):
-    """Measured without a bootstrap rule, judged with one: an `error`, never a silent pass."""
-    measured = write_policy(models / "narrow.yaml", [{"metric": "accuracy", "max_drop": 0.05}],
-                            candidates={"same": "same.onnx"})
+    """Measured without a bootstrap rule, judged with one: an `error`, never a silent pass.
+    (A candidate that is the base's own file is compared exactly, so the case needs another model.)"""
+    measured = write_policy(models / "narrow.yaml", [{"metric": "accuracy", "max_drop": 0.5}],
+                            candidates={"worse": "worse.onnx"})
     assert run_main("measure", "--policy", measured, "--out", models / "narrow.json").code == 0
-    wider = write_policy(models / "wider.yaml", [{"metric": "accuracy", "max_drop": 0.05},
-                                                 {"metric": "f1_macro", "max_drop": 0.05}],
-                         candidates={"same": "same.onnx"})
+    wider = write_policy(models / "wider.yaml", [{"metric": "accuracy", "max_drop": 0.5},
+                                                 {"metric": "f1_macro", "max_drop": 0.5}],
+                         candidates={"worse": "worse.onnx"})
     result = run_main("judge", models / "narrow.json", "--policy", wider, "--out", models / "out-wider")
     assert result.code == 1, result
-    rule = rule_of(candidate(read_report(models / "out-wider"), "same"), "f1_macro")
+    rule = rule_of(candidate(read_report(models / "out-wider"), "worse"), "f1_macro")
     assert rule["status"] == "error" and rule["blocking"]
 
 

@@ -1,7 +1,7 @@
 """One results contract: the only reader of results.json and report.json.
 
 `gate judge` (through gate/merge.py) reads results with `load_results_file`, and the Action
-(gate/github.py) reads a report folder with `load_report_dir`. Both refuse a damaged or foreign
+(gate/github/report.py) reads a report folder with `load_report_dir`. Both refuse a damaged or foreign
 file with a `ContractError` naming the file and the problem (a GateInputError: exit 2), never
 read it as far as it goes: a skipped rule could hide a failure.
 

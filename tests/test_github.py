@@ -1,4 +1,4 @@
-"""gate/github.py: workflow commands, outputs, the comment body and the REST client.
+"""gate/github/: workflow commands, outputs, the comment body and the REST client.
 
 The client talks to FakeGitHub, a real HTTP server on 127.0.0.1 that answers
 like GitHub's REST API for issue comments (paginated with Link headers) and
@@ -36,7 +36,8 @@ class FakeGitHub:
     PATCH  /repos/{o}/{r}/issues/comments/{id}  {"body"} -> 200
     GET    /repos/{o}/{r}/pulls?head=owner:branch&state=open
     forbidden=True answers every write with 403 like a fork's read-only token; fail_next=[502, ...]
-    answers the next requests with those statuses.
+    answers the next requests with those statuses: an entry (status, headers, message) answers with
+    those headers and message (a rate limit), None lets that request through.
     """
 
     def __init__(self, page_cap: int = 100) -> None:
@@ -106,7 +107,9 @@ class FakeGitHub:
                                           "api_version": self.headers.get("X-GitHub-Api-Version")})
                     status = fake.fail_next.pop(0) if fake.fail_next else None
                 if status:
-                    return self._send(status, {"message": "Server Error"})
+                    status, headers, message = status if isinstance(status, tuple) else \
+                        (status, {}, "Server Error")
+                    return self._send(status, {"message": message}, headers)
                 if not (self.headers.get("Authorization") or "").startswith("Bearer "):
                     return self._send(401, {"message": "Requires authentication"})
                 if method in ("POST", "PATCH") and fake.forbidden:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
+from typing import NamedTuple
 
 from gate.fmt import number
 from gate.measure import stats
@@ -309,7 +310,10 @@ _GAP_SPEC = MetricSpec(name="gap", higher_is_better=False, kind="gap", tasks=("c
                        method=BOOTSTRAP)
 
 
-def _family(rule: Rule, cand: CandidateMeasurements) -> list[tuple[str, str, int, MetricResult | None, MetricSpec]]:
+_Member = tuple[str, str, int, MetricResult | None, MetricSpec]  # (grouping, subgroup, n, measurement, spec)
+
+
+def _family(rule: Rule, cand: CandidateMeasurements) -> list[_Member]:
     """(grouping, subgroup, n, measurement, spec) of every test this rule makes."""
     spec = get_metric(rule.metric)
     out = []
@@ -331,19 +335,23 @@ def _family(rule: Rule, cand: CandidateMeasurements) -> list[tuple[str, str, int
     return out
 
 
-def evaluate_grouped(rule: Rule, cand: CandidateMeasurements, *, confidence: float, inconclusive: str,
-                     correction: str, small_groups: str) -> RuleResult:
-    """A rule over many subgroups: one family of tests, family-wise error held by `correction`."""
-    members = _family(rule, cand)
-    if not members:
-        return _error(rule, f"{rule.text}: there are no subgroups to judge (check data.groups)", None)
-    label = f"{rule.metric} gap" if rule.scope == "gap" else rule.metric
-    judged, entries = [], []
+class _Test(NamedTuple):
+    """One test of a rule's family: the subgroup's row of RuleResult.groups and what judging it needs.
+    frame is None for a subgroup too small to judge or one that could not be judged (entry["status"] says)."""
+    entry: dict
+    frame: Frame | None
+    m: MetricResult | None
+    spec: MetricSpec
+
+
+def _test_entries(rule: Rule, members: list[_Member], label: str) -> list[_Test]:
+    """Each subgroup's frame and one-sided p-value, or its too_small / error state (status None: to decide)."""
+    out = []
     for grouping, key, n, m, spec in members:
         where = f"{grouping} {key}" if key.startswith("(") else f"{grouping}={key}"
-        entry = {"grouping": grouping, "group": key, "where": where, "n": n, "status": None, "observed": None, "interval": None,
-                 "base": m.base if m else None, "candidate": m.candidate if m else None, "p_value": None,
-                 "reason": ""}
+        entry = {"grouping": grouping, "group": key, "where": where, "n": n, "status": None, "observed": None,
+                 "interval": None, "base": m.base if m else None, "candidate": m.candidate if m else None,
+                 "p_value": None, "reason": ""}
         too_small = spec.kind not in (FAIRNESS, "gap") and n < rule.min_samples
         problem = None if too_small else _unjudgeable(rule, m, spec.method, label)
         f = None if too_small or problem else _frame(rule, m, label=label)
@@ -353,16 +361,29 @@ def evaluate_grouped(rule: Rule, cand: CandidateMeasurements, *, confidence: flo
         elif problem or isinstance(f, str) or not _finite_frame(f):
             entry.update(status=ERROR, reason=problem or (f if isinstance(f, str) else
                                                           "the interval could not be computed"))
+            f = None
         else:
             entry.update(observed=f.observed, interval=[f.low, f.high], p_value=_p_within(rule, m, f))
-            judged.append((entry, f, m, spec))
-        entries.append(entry)
+        out.append(_Test(entry, f, m, spec))
+    return out
 
+
+def _correct(rule: Rule, tests: list[_Test], *, label: str, confidence: float, correction: str) -> list[_Test]:
+    """The family-wise correction over the judged tests: each one's decision, samples_needed and reason.
+    A subgroup beyond the bound on its own but not after the correction is undecided, and says so."""
+    judged = [t for t in tests if t.frame is not None]
     alpha = (1.0 - confidence) / 2.0  # each side of a two-sided interval
-    rejected = stats.holm_rejections([j[0]["p_value"] for j in judged], alpha, correction) if judged else []
-    tests = len(judged)
-    corrected = correction != "none" and tests >= 2
-    for (entry, f, m, spec), reject in zip(judged, rejected):
+    rejected = iter(stats.holm_rejections([t.entry["p_value"] for t in judged], alpha, correction)
+                    if judged else [])
+    size = len(judged)
+    corrected = correction != "none" and size >= 2
+    out = []
+    for t in tests:
+        if t.frame is None:
+            out.append(t)
+            continue
+        f, m, spec = t.frame, t.m, t.spec
+        reject = next(rejected)
         decision = _decide(f.low, f.high, f.margin, f.upper)
         alone_beyond = decision == FAIL and not reject
         if alone_beyond:
@@ -371,53 +392,58 @@ def evaluate_grouped(rule: Rule, cand: CandidateMeasurements, *, confidence: flo
         if decision == INCONCLUSIVE:
             samples = _samples(spec, m, observed=f.observed, low=f.low, high=f.high, margin=f.margin,
                                confidence=confidence, relative="relative" in rule.bound_kind,
-                               scale=abs(m.base or 0), tests=tests if corrected else 1)
-        entry["status"] = decision
-        entry["samples_needed"] = samples
-        p_text = f"p {_p_text(entry['p_value'])}"
+                               scale=abs(m.base or 0), tests=size if corrected else 1)
+        p_text = f"p {_p_text(t.entry['p_value'])}"
         if alone_beyond:
             # the printed interval is this subgroup's own; say plainly that the correction decided
-            entry["reason"] = _reason(f, FAIL, confidence, label, samples, m.n) + \
-                f", but not after the {correction} correction over {tests} tests ({p_text}), so undecided" + \
+            reason = _reason(f, FAIL, confidence, label, samples, m.n) + \
+                f", but not after the {correction} correction over {size} tests ({p_text}), so undecided" + \
                 _advice(samples, m.n)
         else:
-            suffix = f"; still beyond after the {correction} correction over {tests} tests ({p_text})" \
+            suffix = f"; still beyond after the {correction} correction over {size} tests ({p_text})" \
                 if corrected and decision == FAIL else ""
-            entry["reason"] = _reason(f, decision, confidence, label, samples, m.n, suffix)
+            reason = _reason(f, decision, confidence, label, samples, m.n, suffix)
+        out.append(t._replace(entry={**t.entry, "status": decision, "samples_needed": samples, "reason": reason}))
+    return out
 
-    statuses = [e["status"] for e in entries]
-    if FAIL in statuses:
-        decision = FAIL
-    elif ERROR in statuses:
-        decision = ERROR
-    elif INCONCLUSIVE in statuses:
-        decision = INCONCLUSIVE
-    elif "too_small" in statuses:
-        decision = "too_small"
-    else:
-        decision = PASS
+
+def _family_decision(statuses: list[str]) -> str:
+    """The rule's decision from its subgroups': a failure first, then an error, undecided, too small."""
+    for decision in (FAIL, ERROR, INCONCLUSIVE, "too_small"):
+        if decision in statuses:
+            return decision
+    return PASS
+
+
+def _group_status(decision: str, rule: Rule, *, inconclusive: str, small_groups: str) -> tuple[str, bool]:
+    """(status, blocking) of the rule; subgroups too small to judge follow the policy's small_groups."""
     if decision == ERROR:
-        status, blocking = ERROR, True
-    elif decision == "too_small":
+        return ERROR, True
+    if decision == "too_small":
         status, blocking = (WARN, False) if small_groups == "warn" else (FAIL, rule.severity == "fail")
-        if rule.severity == "warn":
-            status = WARN
-    else:
-        status, blocking = _status(decision, rule, inconclusive)
+        return (WARN if rule.severity == "warn" else status), blocking
+    return _status(decision, rule, inconclusive)
 
-    # the headline is a subgroup that decided the rule (never a passing one for a rule that did not pass)
-    deciding = [(e, f) for e, f, _, _ in judged if e["status"] == decision] or \
-        ([(e, f) for e, f, _, _ in judged] if decision == PASS else [])
-    worst_pair = max(deciding, key=lambda ef: ef[1].observed if ef[1].upper else -ef[1].observed, default=None)
+
+def _headline(tests: list[_Test], decision: str) -> _Test | None:
+    """The subgroup that decided the rule: the worst of those with the rule's decision (never a passing one
+    for a rule that did not pass); None when no judged subgroup decided it."""
+    judged = [t for t in tests if t.frame is not None]
+    deciding = [t for t in judged if t.entry["status"] == decision] or (judged if decision == PASS else [])
+    return max(deciding, key=lambda t: t.frame.observed if t.frame.upper else -t.frame.observed, default=None)
+
+
+def _family_reason(rule: Rule, entries: list[dict], decision: str, worst: _Test | None, size: int) -> str:
+    """The rule's reason: unjudgeable subgroups, the headline, how many failed, which were too small."""
     small = [e for e in entries if e["status"] == "too_small"]
     errors = [e for e in entries if e["status"] == ERROR]
     parts = []
     if errors:
         parts.append(f"{len(errors)} subgroup(s) could not be judged: {errors[0]['where']}: {errors[0]['reason']}")
-    if worst_pair:
-        w, wf = worst_pair
+    if worst:
+        w = worst.entry
         which = "worst" if decision == PASS else f"worst {w['status']}"
-        parts.append(f"{which} of {tests} subgroup test(s): {w['where']}: {w['reason']}")
+        parts.append(f"{which} of {size} subgroup test(s): {w['where']}: {w['reason']}")
     failing = [e for e in entries if e["status"] == FAIL]
     if len(failing) > 1:
         parts.append(f"{len(failing)} subgroups beyond the bound")
@@ -427,18 +453,42 @@ def evaluate_grouped(rule: Rule, cand: CandidateMeasurements, *, confidence: flo
                      + (" …" if len(small) > 5 else ""))
     if decision == "too_small":
         parts.insert(0, parts.pop())
-    w_frame = worst_pair[1] if worst_pair else None
+    return "; ".join(parts)
+
+
+def _aggregate(rule: Rule, tests: list[_Test], *, inconclusive: str, small_groups: str) -> RuleResult:
+    """The rule's result from its decided subgroups: status, the headline subgroup's numbers, the reason."""
+    entries = [t.entry for t in tests]
+    decision = _family_decision([e["status"] for e in entries])
+    status, blocking = _group_status(decision, rule, inconclusive=inconclusive, small_groups=small_groups)
+    worst = _headline(tests, decision)
+    size = sum(t.frame is not None for t in tests)
+    w_frame = worst.frame if worst else None
     return RuleResult(rule=rule.text, index=rule.index, metric=rule.metric, bound_kind=rule.bound_kind,
                       threshold=rule.bound, severity=rule.severity, status=status, blocking=blocking,
                       observed=w_frame.observed if w_frame else None,
                       interval=[w_frame.low, w_frame.high] if w_frame else None,
-                      base=worst_pair[0]["base"] if worst_pair else None,
-                      candidate=worst_pair[0]["candidate"] if worst_pair else None,
+                      base=worst.entry["base"] if worst else None,
+                      candidate=worst.entry["candidate"] if worst else None,
                       bound_text=(w_frame.bound_text + (" in every subgroup" if rule.scope != "gap" and
                                                          get_metric(rule.metric).kind != FAIRNESS else ""))
                       if w_frame else "",
-                      reason="; ".join(parts), n=sum(e["n"] for e in entries) if rule.scope != "gap" else None,
+                      reason=_family_reason(rule, entries, decision, worst, size),
+                      n=sum(e["n"] for e in entries) if rule.scope != "gap" else None,
                       groups=tuple(entries))
+
+
+def evaluate_grouped(rule: Rule, cand: CandidateMeasurements, *, confidence: float, inconclusive: str,
+                     correction: str, small_groups: str) -> RuleResult:
+    """A rule over many subgroups: one family of tests, family-wise error held by `correction`.
+    _family (the tests) -> _test_entries (frames, p-values) -> _correct (decisions) -> _aggregate (the rule)."""
+    members = _family(rule, cand)
+    if not members:
+        return _error(rule, f"{rule.text}: there are no subgroups to judge (check data.groups)", None)
+    label = f"{rule.metric} gap" if rule.scope == "gap" else rule.metric
+    tests = _test_entries(rule, members, label)
+    decided = _correct(rule, tests, label=label, confidence=confidence, correction=correction)
+    return _aggregate(rule, decided, inconclusive=inconclusive, small_groups=small_groups)
 
 
 def _samples(spec, m: MetricResult, *, observed, low, high, margin, confidence, relative, scale,

@@ -8,8 +8,8 @@ from typing import NamedTuple
 
 from gate.fmt import number
 from gate.measure import stats
-from gate.measure.registry import (AGREEMENT, BOOTSTRAP, EXACT, FAIRNESS, PAIRED_PROPORTION, QUALITY, TIMED,
-                                   MetricSpec, get_metric)
+from gate.measure.registry import (AGREEMENT, BOOTSTRAP, EXACT, FAIRNESS, PAIRED_PROPORTION, PERCENTILES, QUALITY,
+                                   TIMED, MetricSpec, get_metric)
 from gate.measure.stats import samples_to_decide, samples_to_decide_from_interval
 from gate.measurements import CandidateMeasurements, Measurements, MetricResult
 from gate.policy import DROP_BOUNDS, Policy, Rule
@@ -238,7 +238,7 @@ def _too_few_runs(rule: Rule, m: MetricResult, inconclusive: str) -> RuleResult:
     runs = m.evidence["insufficient_runs"]
     status, blocking = _status(INCONCLUSIVE, rule, inconclusive)
     what = "its percentile (MLPerf's binomial minimum, and a finite upper bound)" \
-        if rule.metric.startswith("latency_p") else "an interval"
+        if rule.metric in PERCENTILES else "an interval"
     return RuleResult(rule=rule.text, index=rule.index, metric=rule.metric, bound_kind=rule.bound_kind,
                       threshold=rule.bound, severity=rule.severity, status=status, blocking=blocking,
                       observed=m.candidate, interval=None, base=m.base, candidate=m.candidate, bound_text="",

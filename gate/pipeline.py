@@ -68,7 +68,7 @@ def _device_run(policy: Policy, target: str | None, base_runner, runners: dict, 
     rules = _device_rules(policy, target)
     wanted = {r.metric for r in rules}
     timed = everything or any(get_metric(m).kind == SPEED for m in wanted)
-    memory = everything or "peak_memory_mb" in wanted
+    memory = everything or any(get_metric(m).kind == MEMORY for m in wanted)
     energy = everything or "energy_per_inference_mj" in wanted
     if not (timed or memory or energy) or not runners:
         return None

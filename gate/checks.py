@@ -22,11 +22,15 @@ CHUNK_ELEMENTS = 1 << 20  # values per pass: a 4 MB mask at most, whatever the c
 
 @dataclass(frozen=True, kw_only=True)
 class Where:
-    """The file a column comes from, and the CSV line of every row (None for .npz)."""
+    """The file a column comes from, and the CSV line of every row (None for .npz). `noun` says how the
+    format names a column (a format string: "column {!r}" for Parquet/Arrow, "file '{}.npy'" for a folder)."""
     path: Path
     lines: np.ndarray | None = None
+    noun: str | None = None
 
     def column(self, name: str) -> str:
+        if self.noun is not None:
+            return self.noun.format(name)
         return f"column {name!r}" if self.lines is not None else f"key {name!r}"
 
     def sample(self, row: int) -> str:

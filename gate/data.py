@@ -1,21 +1,29 @@
-"""Calibration data -> columns the models are fed from, once for every model."""
+"""Calibration data -> columns the models are fed from, once for every model.
+
+One reader per format (READERS: npz, csv, parquet, arrow/feather, a folder of .npy files); each
+turns its file into whole columns (memory-mapped where the format allows) and nothing after
+load_dataset knows which format they came from.
+"""
 
 from __future__ import annotations
 
 import csv
 import fnmatch
+import hashlib
+import os
 import struct
 import threading
 import zipfile
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
 from gate.checks import Where, check_cast, check_feature, check_group, check_labels
 from gate.errors import GateInputError
-from gate.files import check_readable, sha256_of
+from gate.files import MB, check_readable, sha256_of
 from gate.policy import DataSpec
 
 LABEL_GUESSES = ("label", "labels", "y", "target")
@@ -30,12 +38,14 @@ class Dataset:
     labels_key: str | None
     group_keys: tuple = ()
     row_lines: np.ndarray | None = None  # CSV: the line of every sample, for messages
+    noun: str | None = None  # how messages name a column ("column {!r}"); None: key, or column for a CSV
+    missing: dict = field(default_factory=dict)  # text column -> (count, first row) of its missing (null) cells
     _stacked: dict = field(default_factory=dict, repr=False)
     _checked: set = field(default_factory=set, repr=False)  # columns that passed the feature check
 
     @property
     def where(self) -> Where:
-        return Where(path=self.path, lines=self.row_lines)
+        return Where(path=self.path, lines=self.row_lines, noun=self.noun)
 
     @property
     def sha256(self) -> str:
@@ -80,6 +90,7 @@ class Dataset:
 
     def _check_feature(self, name: str, for_input: str, model: Path) -> None:
         if name not in self._checked:
+            _check_missing(self, name, f"feeds the input '{for_input}' of {model.name}")
             check_feature(self.columns[name], name, self.where, used_by=f"the input '{for_input}' of {model.name}")
             self._checked.add(name)
 
@@ -199,18 +210,397 @@ def _load_csv(path: Path) -> tuple[dict[str, np.ndarray], np.ndarray]:
     return columns, np.asarray(lines, dtype=np.int64)
 
 
+# ---- Parquet and Arrow IPC (pyarrow, an optional extra) ------------------------------------
+
+PYARROW_FIX = "install the extra that reads it: pip install 'gate[parquet]' (or save the data as .npz)"
+
+
+def _pyarrow(path: Path, what: str):
+    try:
+        import pyarrow
+        import pyarrow.compute  # noqa: F401  (list lengths, string widths)
+    except ImportError:
+        raise GateInputError(f"is {what}, which needs pyarrow, and pyarrow is not installed", path=path,
+                             fix=PYARROW_FIX) from None
+    return pyarrow
+
+
+def _arrow_type_problem(pa, t) -> str | None:
+    """Why a column of Arrow type `t` cannot become one array per sample (None: it can)."""
+    types = pa.types
+    if types.is_dictionary(t):
+        return _arrow_type_problem(pa, t.value_type)
+    if types.is_integer(t) or types.is_floating(t) or types.is_boolean(t):
+        return None
+    if _is_text(pa, t):
+        return None
+    if types.is_list(t) or types.is_large_list(t) or types.is_fixed_size_list(t):
+        inner = t.value_type
+        if types.is_integer(inner) or types.is_floating(inner) or types.is_boolean(inner):
+            return None
+        if types.is_list(inner) or types.is_large_list(inner) or types.is_fixed_size_list(inner):
+            return _arrow_type_problem(pa, inner)
+        return f"a list of {inner}, not of numbers"
+    if types.is_struct(t):
+        return f"a nested struct ({t})"
+    return f"of the type {t}"
+
+
+def _is_text(pa, t) -> bool:
+    return pa.types.is_string(t) or pa.types.is_large_string(t) or \
+        getattr(pa.types, "is_string_view", lambda _: False)(t)
+
+
+def _fixed_bytes(pa, t) -> int:
+    """Bytes per sample of a column of numbers or fixed-size lists of numbers (0: not known before reading)."""
+    types = pa.types
+    if types.is_dictionary(t):
+        return _fixed_bytes(pa, t.value_type)
+    if types.is_fixed_size_list(t):
+        return t.list_size * _fixed_bytes(pa, t.value_type)
+    if types.is_integer(t) or types.is_floating(t):
+        return max(1, t.bit_width // 8)
+    return 1 if types.is_boolean(t) else 0
+
+
+def _check_arrow_schema(pa, schema, path: Path) -> None:
+    names = list(schema.names)
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise GateInputError(f"has the column {dupes[0]!r} twice", path=path, fix="give columns unique names")
+    for f in schema:
+        problem = _arrow_type_problem(pa, f.type)
+        if problem is not None:
+            raise GateInputError(f"column {f.name!r} is {problem}, which the gate cannot read as one array per sample",
+                                 path=path, fix=f"store {f.name!r} as numbers, text, a category or a fixed-length list "
+                                 "of numbers (flatten nested columns into columns of their own), or drop it")
+
+
+class _Budget:
+    """Bytes of decoded columns, against the size limit: a small compressed file cannot unpack without bound."""
+
+    def __init__(self, path: Path, max_mb: float):
+        self.path, self.limit, self.used = path, max_mb * MB, 0
+
+    def spend(self, nbytes: int, name: str) -> None:
+        self.used += int(nbytes)
+        if self.used > self.limit:
+            raise GateInputError(f"decodes to over {self.limit / MB:g} MB (the size limit) by column {name!r}",
+                                 path=self.path, fix="raise max_file_mb in the policy if this size is expected, or "
+                                 "give fewer or smaller columns")
+
+
+def _arrow_to_numpy(pa, arr, name: str, path: Path, row0: int, budget: _Budget) -> tuple[np.ndarray, int, int | None]:
+    """One Arrow array (a row group or record batch of one column) as numpy: (values, missing text cells, the
+    first one's row). Numbers without nulls stay views of Arrow's buffers (of the memory map, for IPC files)."""
+    types = pa.types
+    t = arr.type
+    if types.is_dictionary(t) and _is_text(pa, t.value_type):  # a text category: its words, sized first
+        words = arr.dictionary
+        widest = (pa.compute.max(pa.compute.utf8_length(words)).as_py() or 0) if len(words) else 0
+        budget.spend(len(arr) * max(1, widest) * 4, name)
+        words = np.array(words.to_pylist() or [""], dtype=str)
+        missing, first = int(arr.null_count), None
+        if missing:
+            first = row0 + int(np.argmax(np.asarray(arr.is_null())))
+        return words[arr.indices.fill_null(0).to_numpy(zero_copy_only=False)], missing, first
+    if types.is_dictionary(t):  # a numeric category: its values
+        arr = arr.dictionary_decode()
+        t = arr.type
+    if types.is_list(t) or types.is_large_list(t) or types.is_fixed_size_list(t):
+        if arr.null_count:
+            row = row0 + int(np.argmax(np.asarray(arr.is_null())))
+            raise GateInputError(f"column {name!r} has {arr.null_count} missing (null) lists; the first at row {row}",
+                                 path=path, fix=f"give every sample a value of {name!r}, or drop those samples")
+        if types.is_fixed_size_list(t):
+            width = t.list_size
+        else:
+            lengths = np.asarray(pa.compute.list_value_length(arr))
+            width = int(lengths[0]) if len(lengths) else 0
+            if len(lengths) and (lengths != width).any():
+                row = row0 + int(np.argmax(lengths != width))
+                raise GateInputError(f"column {name!r} holds lists of different lengths: {width} at row {row0} but "
+                                     f"{int(lengths[row - row0])} at row {row}", path=path,
+                                     fix=f"give every sample of {name!r} the same number of values")
+        flat = arr.flatten()
+        if flat.null_count and not types.is_list(flat.type) and not types.is_large_list(flat.type) and \
+                not types.is_fixed_size_list(flat.type):
+            raise GateInputError(f"column {name!r} holds {flat.null_count} missing (null) values inside its lists",
+                                 path=path, fix=f"fill or drop the samples with missing values in {name!r}")
+        values, _, _ = _arrow_to_numpy(pa, flat, name, path, row0, budget)
+        return values.reshape((len(arr), width) + values.shape[1:]), 0, None
+    if types.is_integer(t) or types.is_floating(t) or types.is_boolean(t):
+        if arr.null_count and not types.is_floating(t):
+            arr = arr.cast(pa.float64())  # nulls become NaN, which the input checker names by sample
+        budget.spend(len(arr) * arr.type.bit_width // 8 if arr.type.bit_width >= 8 else len(arr), name)
+        return arr.to_numpy(zero_copy_only=False), 0, None
+    # text: numpy stores it at a fixed width, so the widest cell decides the size; checked before converting
+    widest = pa.compute.max(pa.compute.utf8_length(arr)).as_py() or 0
+    budget.spend(len(arr) * max(1, widest) * 4, name)
+    missing, first = int(arr.null_count), None
+    if missing:
+        first = row0 + int(np.argmax(np.asarray(arr.is_null())))
+        arr = arr.fill_null("")
+    return np.array(arr.to_pylist(), dtype=str) if len(arr) else np.array([], dtype=str), missing, first
+
+
+def _assemble(pieces: list[np.ndarray], name: str, path: Path) -> np.ndarray:
+    """The pieces of one column (row groups, record batches) as one array; one piece is returned as it is."""
+    if len(pieces) == 1:
+        return pieces[0]
+    inner = {p.shape[1:] for p in pieces}
+    if len(inner) > 1:
+        raise GateInputError(f"column {name!r} holds lists of different lengths in different row groups or batches "
+                             f"({', '.join(str(s[0]) for s in sorted(inner) if s)})", path=path,
+                             fix=f"give every sample of {name!r} the same number of values")
+    if pieces[0].dtype.kind == "U":
+        return np.concatenate(pieces)
+    out = np.empty((sum(len(p) for p in pieces),) + pieces[0].shape[1:], dtype=np.result_type(*pieces))
+    at = 0
+    for p in pieces:
+        out[at:at + len(p)] = p
+        at += len(p)
+    return out
+
+
+@dataclass
+class _Loaded:
+    columns: dict[str, np.ndarray]
+    lines: np.ndarray | None = None
+    noun: str | None = None
+    missing: dict = field(default_factory=dict)
+
+
+def _collect(pa, schema_names: list[str], batches, path: Path, budget: _Budget) -> _Loaded:
+    """Columns from (name, row of the first sample, Arrow array) pieces, in file order."""
+    pieces: dict[str, list] = {n: [] for n in schema_names}
+    missing: dict = {}
+    for name, row0, arr in batches:
+        values, count, first = _arrow_to_numpy(pa, arr, name, path, row0, budget)
+        pieces[name].append(values)
+        if count:
+            was = missing.get(name, (0, first))
+            missing[name] = (was[0] + count, was[1])
+    columns = {n: _assemble(p, n, path) for n, p in pieces.items() if p}
+    return _Loaded(columns=columns, noun="column {!r}", missing=missing)
+
+
+def _read_parquet(path: Path, max_mb: float) -> _Loaded:
+    """Column by column, one row group at a time; the schema and the decoded size are checked first."""
+    pa = _pyarrow(path, "a Parquet file")
+    import pyarrow.parquet as pq
+
+    budget = _Budget(path, max_mb)
+    try:
+        schema = pq.read_schema(path, memory_map=True)
+        # text stays dictionary-encoded as the file stores it, so a repeated long word is sized before it is copied
+        pf = pq.ParquetFile(path, memory_map=True, read_dictionary=[f.name for f in schema if _is_text(pa, f.type)])
+        meta = pf.metadata
+        schema = pf.schema_arrow
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        raise GateInputError(f"is not a readable Parquet file: {exc}", path=path,
+                             fix="write it again completely (pandas.DataFrame.to_parquet or pyarrow.parquet."
+                             "write_table); an interrupted copy leaves a file without its footer") from None
+    index = set()
+    pandas = schema.pandas_metadata or {}
+    for item in pandas.get("index_columns", []):
+        if isinstance(item, str):
+            index.add(item)  # pandas' stored index: not calibration data
+    names = [n for n in schema.names if n not in index]
+    _check_arrow_schema(pa, pa.schema([schema.field(n) for n in names]), path)
+    # before reading: numbers and fixed-size lists by their width, the rest by their size in the file's metadata
+    # (text is also sized by its widest cell as each row group is read, before it becomes a numpy array)
+    unpacked = sum(meta.num_rows * _fixed_bytes(pa, schema.field(n).type) for n in names)
+    unpacked += sum(meta.row_group(g).column(c).total_uncompressed_size for g in range(meta.num_row_groups)
+                    for c in range(meta.num_columns)
+                    if meta.schema.column(c).path.split(".")[0] in names
+                    and not _fixed_bytes(pa, schema.field(meta.schema.column(c).path.split(".")[0]).type))
+    if unpacked > budget.limit:
+        raise GateInputError(f"unpacks to {unpacked / MB:,.1f} MB, over the limit of {max_mb:g} MB", path=path,
+                             fix="raise max_file_mb in the policy if this size is expected")
+
+    def pieces():
+        for name in names:
+            row0 = 0
+            for g in range(meta.num_row_groups):
+                try:
+                    column = pf.read_row_group(g, columns=[name], use_threads=False).column(0)
+                except (pa.ArrowException, OSError, ValueError) as exc:
+                    raise GateInputError(f"column {name!r} cannot be read (row group {g}): {exc}", path=path,
+                                         fix="write the file again completely") from None
+                for chunk in column.chunks:
+                    yield name, row0, chunk
+                    row0 += len(chunk)
+
+    return _collect(pa, names, pieces(), path, budget)
+
+
+def _read_arrow(path: Path, max_mb: float) -> _Loaded:
+    """Arrow IPC (Feather v2): memory-mapped, one record batch at a time; uncompressed numeric columns of a
+    one-batch file stay views of the map (read from disk as batches need them)."""
+    pa = _pyarrow(path, "an Arrow IPC (Feather) file")
+    budget = _Budget(path, max_mb)
+    try:
+        source = pa.memory_map(str(path), "r")
+        try:
+            reader = pa.ipc.open_file(source)
+            count, get = reader.num_record_batches, reader.get_batch
+        except pa.ArrowInvalid:
+            source.seek(0)
+            reader = pa.ipc.open_stream(source)  # the streaming format (.arrows, .ipc)
+            batches = list(reader)
+            count, get = len(batches), batches.__getitem__
+        schema = reader.schema
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        raise GateInputError(f"is not a readable Arrow IPC / Feather v2 file: {exc}", path=path,
+                             fix="write it with pyarrow.feather.write_feather (version 2) or pyarrow.ipc.new_file; "
+                             "an interrupted copy leaves a file without its footer") from None
+    _check_arrow_schema(pa, schema, path)
+
+    def pieces():
+        row0 = 0
+        for i in range(count):
+            try:
+                batch = get(i)
+            except (pa.ArrowException, OSError, ValueError) as exc:
+                raise GateInputError(f"record batch {i} cannot be read: {exc}", path=path,
+                                     fix="write the file again completely") from None
+            for j, name in enumerate(schema.names):
+                yield name, row0, batch.column(j)
+            row0 += batch.num_rows
+
+    return _collect(pa, list(schema.names), pieces(), path, budget)
+
+
+# ---- a folder of .npy files --------------------------------------------------------------
+
+def _npy_header(path: Path) -> tuple[tuple, bool, np.dtype, int]:
+    with open(path, "rb") as handle:
+        try:
+            version = np.lib.format.read_magic(handle)
+            if version == (1, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_1_0(handle)
+            else:
+                shape, fortran, dtype = np.lib.format.read_array_header_2_0(handle)
+        except ValueError as exc:
+            raise GateInputError(f"is not a readable .npy array: {exc}", path=path,
+                                 fix="write it with numpy.save") from None
+        return shape, fortran, dtype, handle.tell()
+
+
+def _npy_files(folder: Path) -> list[Path]:
+    """The .npy files of a folder; links that lead out of it are refused (a pull request could point one at any
+    file of the runner)."""
+    inside = folder.resolve()
+    files = []
+    for entry in sorted(folder.iterdir()):
+        if entry.name.startswith(".") or entry.suffix.lower() != ".npy":
+            continue
+        if entry.is_symlink():
+            target = Path(os.path.realpath(entry))
+            if not target.is_relative_to(inside):
+                raise GateInputError(f"holds {entry.name!r}, a symbolic link to {target}, outside the folder",
+                                     path=folder, fix=f"copy the array into the folder instead of linking {entry.name!r}")
+        files.append(entry)
+    return files
+
+
+def _read_npy_folder(folder: Path, max_mb: float) -> tuple[_Loaded, list[Path], int]:
+    """One memory-mapped .npy file per key (data/pixels.npy -> key 'pixels'); never unpickled."""
+    files = _npy_files(folder)
+    if not files:
+        raise GateInputError("is a folder with no .npy files", path=folder,
+                             fix="save one array per key into it (numpy.save(folder / 'pixels.npy', x)), or point "
+                             "data.path at a .npz, .csv, .parquet or .feather file")
+    total, columns = 0, {}
+    for file in files:
+        total += check_readable(file, "calibration data file", max_mb)
+        if total > max_mb * MB:
+            raise GateInputError(f"holds {total / MB:,.1f} MB of .npy files, over the limit of {max_mb:g} MB",
+                                 path=folder, fix="raise max_file_mb in the policy if this size is expected")
+        shape, fortran, dtype, offset = _npy_header(file)
+        if dtype.hasobject:
+            raise GateInputError("holds pickled Python objects, which the gate never loads", path=file,
+                                 fix="save plain numeric or string arrays: np.save(path, x.astype(np.float32))")
+        need = offset + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        size = file.stat().st_size
+        if size < need:
+            raise GateInputError(f"is truncated: its header declares {shape} {dtype} ({need:,} bytes), the file has "
+                                 f"{size:,}", path=file, fix="write the array again completely (numpy.save)")
+        key = file.stem
+        if not shape or 0 in shape:
+            columns[key] = np.load(file, allow_pickle=False)
+        else:
+            columns[key] = np.memmap(file, dtype=dtype, mode="r", offset=offset, shape=shape,
+                                     order="F" if fortran else "C")
+    return _Loaded(columns=columns, noun="file '{}.npy'"), files, total
+
+
+def _folder_sha256(files: list[Path]) -> str:
+    """The folder's digest: sha256 of the lines 'name<TAB>sha256 of the file', in name order."""
+    manifest = "".join(f"{f.name}\t{sha256_of(f)}\n" for f in files)
+    return hashlib.sha256(manifest.encode("utf-8")).hexdigest()
+
+
+# ---- the registry -----------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Reader:
+    name: str
+    suffixes: tuple[str, ...]
+    read: Callable[[Path, float], _Loaded]
+
+
+def _read_npz(path: Path, max_mb: float) -> _Loaded:
+    return _Loaded(columns=_load_npz(path))
+
+
+def _read_csv(path: Path, max_mb: float) -> _Loaded:
+    columns, lines = _load_csv(path)
+    return _Loaded(columns=columns, lines=lines)
+
+
+READERS: tuple[Reader, ...] = (
+    Reader("npz", (".npz",), _read_npz),
+    Reader("csv", (".csv",), _read_csv),
+    Reader("parquet", (".parquet", ".pq"), _read_parquet),
+    Reader("arrow", (".arrow", ".feather", ".ipc", ".arrows"), _read_arrow),
+)
+FOLDER = "a folder of .npy files"
+
+
+def reader_for(path: Path) -> Reader | None:
+    suffix = path.suffix.lower()
+    return next((r for r in READERS if suffix in r.suffixes), None)
+
+
+def _check_missing(dataset_or_where, name: str, used: str) -> None:
+    missing = dataset_or_where.missing.get(name)
+    if missing:
+        count, first = missing
+        where = dataset_or_where.where
+        raise GateInputError(f"{where.column(name)} {used}, but has {count} missing (null) value{'s' * (count != 1)}; "
+                             f"the first at {where.sample(first)}", path=where.path,
+                             fix=f"fill them (e.g. with 'unknown' for a subgroup) or drop those samples")
+
+
 def load_dataset(spec: DataSpec, *, max_mb: float) -> Dataset:
     path = spec.path
-    size = check_readable(path, "calibration data", max_mb)
-    suffix = path.suffix.lower()
-    lines = None
-    if suffix == ".npz":
-        columns = _load_npz(path)
-    elif suffix == ".csv":
-        columns, lines = _load_csv(path)
+    reader = reader_for(path)
+    files: list[Path] | None = None
+    try:
+        folder = reader is None and path.is_dir()
+    except (OSError, ValueError):
+        folder = False
+    if folder:
+        loaded, files, size = _read_npy_folder(path, max_mb)
     else:
-        raise GateInputError(f"has the unsupported format {suffix or '(no extension)'}", path=path,
-                             fix="give a .npz or .csv file")
+        size = check_readable(path, "calibration data", max_mb)
+        if reader is None:
+            raise GateInputError(f"has the unsupported format {path.suffix.lower() or '(no extension)'}", path=path,
+                                 fix="give a .npz, .csv, .parquet or .feather/.arrow file, or a folder of .npy files")
+        loaded = reader.read(path, max_mb)
+    columns, lines = loaded.columns, loaded.lines
     if not columns:
         raise GateInputError("holds no arrays", path=path, fix="store the model inputs and labels in it")
     scalars = [k for k, v in columns.items() if v.ndim == 0]
@@ -232,8 +622,9 @@ def load_dataset(spec: DataSpec, *, max_mb: float) -> Dataset:
     elif labels not in columns:
         raise GateInputError(f"has no labels key {labels!r}", path=path,
                              fix=f"set data.labels to one of: {', '.join(columns)[:300]}")
-    where = Where(path=path, lines=lines)
+    where = Where(path=path, lines=lines, noun=loaded.noun)
     if labels is not None:
+        _check_missing(_Checked(where, loaded.missing), labels, "holds the labels")
         columns[labels] = _one_per_sample(columns[labels])
         check_labels(columns[labels], labels, where)
     for group in spec.groups:
@@ -241,6 +632,7 @@ def load_dataset(spec: DataSpec, *, max_mb: float) -> Dataset:
             if key not in columns:
                 raise GateInputError(f"has no group column {key!r}", path=path,
                                      fix=f"set data.groups to columns of: {', '.join(columns)[:300]}")
+            _check_missing(_Checked(where, loaded.missing), key, "is a group column")
             columns[key] = _one_per_sample(columns[key])
             check_group(columns[key], key, where)
     # hashing re-reads the whole file: overlap it with inference (hashlib releases the GIL)
@@ -248,13 +640,20 @@ def load_dataset(spec: DataSpec, *, max_mb: float) -> Dataset:
 
     def hash_in_background() -> None:
         try:
-            digest.set_result(sha256_of(path))
+            digest.set_result(_folder_sha256(files) if files is not None else sha256_of(path))
         except BaseException as exc:  # surfaced where the hash is read
             digest.set_exception(exc)
 
     threading.Thread(target=hash_in_background, name="gate-data-sha256", daemon=True).start()
     return Dataset(path=path, digest=digest, size_bytes=size, columns=columns,
-                   labels_key=labels, group_keys=tuple(spec.groups), row_lines=lines)
+                   labels_key=labels, group_keys=tuple(spec.groups), row_lines=lines, noun=loaded.noun,
+                   missing=loaded.missing)
+
+
+@dataclass(frozen=True)
+class _Checked:
+    where: Where
+    missing: dict
 
 
 def _one_per_sample(array: np.ndarray) -> np.ndarray:

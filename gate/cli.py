@@ -81,48 +81,35 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _print_summary(verdict, out_dir: Path | None, stream=None) -> None:
+    from gate.api import summary_lines
+
     stream = stream or sys.stdout  # read at call time: an embedding may replace sys.stdout
-    for c in verdict.candidates:
-        t = c.tally
-        extra = f"  ({c.error.splitlines()[0]})" if c.error else ""
-        undecided = f" ({t.inconclusive} of them undecided)" if t.inconclusive else ""
-        print(f"  {c.verdict.upper():4}  {c.name}: {t.passed} passed, {t.failed} failed, {t.warned} warned"
-              f"{undecided}{extra}", file=stream)
-        for r in c.rules:
-            if r.status != "pass":
-                print(f"        {r.status}: {r.rule}: {r.reason}", file=stream)
-    print(f"verdict: {verdict.verdict.upper()}", file=stream)
-    if out_dir is not None:
-        print(f"reports: {out_dir / 'report.md'}, {out_dir / 'report.html'}, {out_dir / 'report.json'}, "
-              f"{out_dir / 'junit.xml'}", file=stream)
+    for line in summary_lines(verdict, out_dir):
+        print(line, file=stream)
 
 
 def _report(policy, measurements, out: str, templates: str | None) -> int:
-    from gate.judge import judge
-    from gate.report import Report, write_reports
+    from gate.api import judge_and_report
 
-    verdict = judge(policy, measurements)
-    report = Report(verdict=verdict, measurements=measurements, policy_source=policy.source,
-                    policy_text=policy.text, policy_sha256=policy.sha256)
-    out_dir = Path(out)
-    errors = write_reports(report, out_dir, Path(templates) if templates else None)
+    return _finish(judge_and_report(policy, measurements, Path(out), templates), templates)
+
+
+def _finish(result, templates: str | None) -> int:
+    """Print what the gate decided (the reports are written) and return the exit code."""
+    from gate.api import render_failure
+
     try:
-        _print_summary(verdict, out_dir)
+        _print_summary(result.verdict, result.report_dir)
     except BrokenPipeError:  # `gate check ... | head`: the verdict still decides the exit code
         _silence_stdout()
-    for name, error in errors.items():
+    for name, error in result.report_errors.items():
         print(f"error: {name} could not be rendered: {error}", file=sys.stderr)
-    if errors and templates:
-        name, error = next(iter(errors.items()))
-        raise GateInputError(f"failed to render {', '.join(errors)}: {error}", path=Path(templates) / f"{name}.j2",
-                             fix="fix the template; the other reports were written")
-    if errors:
-        raise RuntimeError(f"a shipped template failed: {errors}")
-    for error in verdict.input_errors:
+    failure = render_failure(result, templates)
+    if failure is not None:
+        raise failure
+    for error in result.input_errors:
         print(f"error: {error}", file=sys.stderr)
-    if verdict.input_errors:
-        return EXIT_INPUT
-    return EXIT_PASS if verdict.verdict == "pass" else EXIT_FAIL
+    return result.exit_code
 
 
 def _silence_stdout() -> None:
@@ -132,41 +119,22 @@ def _silence_stdout() -> None:
 
 def _check_templates(templates: str | None) -> None:
     """Before any model runs: a typo here must not cost a whole measurement."""
-    if templates and not Path(templates).is_dir():
-        raise GateInputError("is not a directory of templates", path=templates,
-                             fix="give a directory holding report.md.j2, report.html.j2 or junit.xml.j2")
+    from gate.api import check_templates
+
+    check_templates(templates)
 
 
 def _writable_dir(out: str, flag: str = "--out", fix: str | None = None) -> Path:
     """The report folder, created and probed before any model runs: a bad --out must not cost a measurement."""
-    fix = fix or f"give {flag} a folder (new or existing), e.g. {flag} gate-report"
-    if not str(out).strip():
-        raise GateInputError("is empty", path=flag, fix=fix)
-    path = Path(out)
-    try:
-        if path.exists() and not path.is_dir():
-            raise GateInputError("exists and is not a folder", path=path, fix=fix)
-        path.mkdir(parents=True, exist_ok=True)
-        import tempfile
+    from gate.api import writable_dir
 
-        with tempfile.NamedTemporaryFile(dir=path, prefix=".gate-probe-"):
-            pass
-    except (OSError, ValueError) as exc:
-        raise GateInputError(f"cannot be written: {getattr(exc, 'strerror', None) or exc}", path=path,
-                             fix=fix) from None
-    return path
+    return writable_dir(out, flag, fix)
 
 
 def _writable_file(out: str, flag: str = "--out") -> Path:
-    fix = f"give {flag} the name of a results file in a folder you can write to, e.g. {flag} results.json"
-    if not str(out).strip():
-        raise GateInputError("is empty", path=flag, fix=fix)
-    path = Path(out)
-    if path.is_dir():
-        raise GateInputError("is a folder; the results are one file", path=path,
-                             fix=f"give {flag} a file name, e.g. {flag} {path / 'results.json'}")
-    _writable_dir(str(path.parent), flag, fix=fix)
-    return path
+    from gate.api import writable_file
+
+    return writable_file(out, flag)
 
 
 def _exists(path: Path) -> bool:
@@ -176,43 +144,30 @@ def _exists(path: Path) -> bool:
         return False
 
 
-def _load(args):
-    from gate.policy import load_policy, with_overrides
-
-    return with_overrides(load_policy(args.policy), base=args.base, candidates=args.candidate, data=args.data)
-
-
 def _stopping_rule(policy):
-    """The timed loop's stopping rule, handed to the pipeline: the judge's own decision on the numbers so far,
-    True when no rule is inconclusive on them (measurement never imports the judge)."""
-    from gate.judge import INCONCLUSIVE, evaluate
+    """The timed loop's stopping rule (gate.api.stopping_rule): the judge's decision, handed to the pipeline."""
+    from gate.api import stopping_rule
 
-    def settled(rules, metrics) -> bool:
-        return not any(evaluate(rule, cand.get(rule.metric), confidence=policy.confidence,
-                                inconclusive=policy.inconclusive).status == INCONCLUSIVE
-                       for cand in metrics.values() for rule in rules)
-    return settled
+    return stopping_rule(policy)
 
+
+# gate check / measure / judge: thin layers over gate.api (check, measure, judge), which do the work and
+# raise GateInputError for wrong inputs; here only the printing and the exit code.
 
 def cmd_check(args) -> int:
-    from gate.pipeline import measure
+    from gate.api import run_check
 
-    _check_templates(args.templates)
-    policy = _load(args)
-    _writable_dir(args.out)
-    measurements = measure(policy, show_progress=args.progress, settled=_stopping_rule(policy))
-    return _report(policy, measurements, args.out, args.templates)
+    result = run_check(args.policy, base=args.base, candidates=args.candidate, data=args.data, out=args.out,
+                       templates=args.templates, progress=args.progress)
+    return _finish(result, args.templates)
 
 
 def cmd_measure(args) -> int:
-    from gate.pipeline import measure
+    from gate.api import run_measure
 
-    from gate.report import atomic_write
-
-    policy = _load(args)
-    out = _writable_file(args.out)
-    measurements = measure(policy, show_progress=args.progress, target=args.target, settled=_stopping_rule(policy))
-    atomic_write(out, json.dumps({"gate_results": measurements.to_dict()}, indent=2, default=str) + "\n")
+    measurements = run_measure(args.policy, base=args.base, candidates=args.candidate, data=args.data,
+                               out=args.out, target=args.target, progress=args.progress)
+    out = Path(args.out)
     if args.target:
         host = measurements.provenance.get("host", {}).get("hostname", "this machine")
         print(f"measured speed and memory of {len(measurements.candidates)} candidate(s) on target "
@@ -223,17 +178,9 @@ def cmd_measure(args) -> int:
 
 
 def cmd_judge(args) -> int:
-    from gate.merge import load_results
-    from gate.policy import load_policy
+    from gate.api import run_judge
 
-    from gate.merge import check_against_policy
-
-    _check_templates(args.templates)
-    policy = load_policy(args.policy)
-    _writable_dir(args.out)
-    measurements = load_results(args.results)
-    check_against_policy(measurements, policy, args.results[0])
-    return _report(policy, measurements, args.out, args.templates)
+    return _finish(run_judge(args.results, args.policy, out=args.out, templates=args.templates), args.templates)
 
 
 def cmd_demo(args) -> int:

@@ -23,7 +23,8 @@ def _model_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--base", metavar="M", help="base model (overrides the policy's base:)")
     p.add_argument("--candidate", action="append", metavar="[NAME=]M",
                    help="candidate model; repeat for several; NAME defaults to the file name (overrides candidates:)")
-    p.add_argument("--data", metavar="D", help="calibration data, .npz or .csv (overrides data.path)")
+    p.add_argument("--data", metavar="D", help="calibration data: .npz, .csv, .parquet, .arrow/.feather or a folder of .npy files "
+                                             "(overrides data.path)")
     bar = p.add_mutually_exclusive_group()
     bar.add_argument("--progress", dest="progress", action="store_true", default=None,
                      help="show a progress bar (default: only on a terminal)")

@@ -19,7 +19,8 @@ from gate.measure.registry import FAIRNESS, MEMORY, SPEED, default_metrics, get_
 from gate.measurements import CandidateMeasurements, Measurements, MetricResult, ModelInfo, TargetResult
 from gate.models import open_runner
 from gate.policy import ModelRef, Policy, Rule, require_runnable
-from gate.predictions import AgreementCollector, Collector, check_comparable
+from gate.predictions import (AgreementCollector, Collector, check_comparable, check_same_classes, label_indices,
+                              resolve_classes)
 from gate.progress import Progress
 
 # reported in every run (the records marked default), in registry order
@@ -130,15 +131,26 @@ def measure(policy: Policy, *, show_progress: bool | None = None, target: str | 
     groupings = groups.groupings_for(dataset.columns, dataset.group_keys, dataset.labels, per_class=per_class)
     base_runner, base_info, runners, infos, failed = _open_all(policy, dataset)
 
-    n, y = dataset.n, dataset.labels
+    labels_where = f"{dataset.path} (labels {dataset.labels_key!r})"
+    n, y, classes = dataset.n, dataset.labels, None
+    if policy.task == "classification":
+        # labels -> class indices in the order of the model's score columns, by the class names the policy or
+        # the base model gives (skl2onnx stores them); a candidate with other classes is an error of its own
+        classes = resolve_classes(policy.data.classes, getattr(base_runner, "classes", None),
+                                  policy=policy.source, base=str(policy.base.path))
+        y = label_indices(y, classes, data=labels_where, model=str(policy.base.path))
+        for name in list(runners):
+            try:
+                check_same_classes(classes, getattr(runners[name], "classes", None), str(runners[name].path))
+            except GateInputError as exc:
+                failed[name] = CandidateMeasurements(info=infos[name], error=exc.render(), error_kind="input")
+                del runners[name]
     # every class score is kept only when a rule's metric reads them (roc_auc): n x k floats
     keep_probs = any("probs" in get_metric(r.metric).needs for r in policy.rules if get_metric(r.metric))
 
-    labels_where = f"{dataset.path} (labels {dataset.labels_key!r})"
-
     def collector(where: str) -> Collector:
         return Collector(n=n, task=policy.task, scores=policy.scores, keep_probs=keep_probs, where=where,
-                         labels_where=labels_where)
+                         labels_where=labels_where, classes=classes)
 
     base_col = collector(str(policy.base.path))
     cols = {name: collector(str(runner.path)) for name, runner in runners.items()}
@@ -205,12 +217,13 @@ def measure(policy: Policy, *, show_progress: bool | None = None, target: str | 
                 metrics[metric] = result
         if nonfinite:
             measured[name] = CandidateMeasurements(info=info, metrics=metrics, nonfinite=nonfinite,
-                                                   notes=batch_notes(policy, base_info, info))
+                                                   notes=batch_notes(policy, base_info, info) +
+                                                   _output_notes(base_runner, runners[name]))
             continue
         grouped = groups.measure_groupings(
             groupings, base=base_pred, cand=cand_pred, agreement=agreement, y=y, task=policy.task, each=each,
             gaps=gaps, fairness=fairness, confidence=policy.confidence, bootstrap=policy.bootstrap, seed=policy.seed)
-        notes = batch_notes(policy, base_info, info)
+        notes = batch_notes(policy, base_info, info) + _output_notes(base_runner, runners[name])
         if info.sha256 == base_info.sha256:
             metrics, grouped = _the_base_itself(metrics, grouped)
             notes += ("This candidate is the base's own file (the same sha256): every comparison with the base is "
@@ -273,6 +286,11 @@ def batch_notes(policy: Policy, base: ModelInfo, cand: ModelInfo) -> tuple[str, 
                          f"samples of the same call, so its quality depends on the batch size. Judged at batch size "
                          f"{batch:,} ({source}).")
     return tuple(notes)
+
+
+def _output_notes(base_runner, runner) -> tuple[str, ...]:
+    """What the runners found about the outputs (a label output that disagrees with the judged scores)."""
+    return tuple(getattr(base_runner, "notes", ())) + tuple(getattr(runner, "notes", ()))
 
 
 def _against_base(info: ModelInfo, base: ModelInfo) -> dict | None:

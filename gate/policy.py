@@ -99,10 +99,16 @@ SCHEMA = Obj(
         "base": _MODEL,
         "candidates": DictOf(_MODEL, description="candidate name -> model"),
         "data": Obj({
-            "path": Str(description="calibration data: .npz or .csv, relative to the policy file", path=True),
+            "path": Str(description="calibration data, relative to the policy file: .npz, .csv, .parquet, "
+                        ".arrow/.feather, or a folder of .npy files", path=True),
             "inputs": DictOf(_COLUMNS, description="model input name -> data key or column(s); inferred when the model has one input"),
             "labels": Str(description="data key or column with the true labels / targets"),
             "groups": ListOf(_COLUMNS, description="subgroup columns; a list inside the list is an intersection of columns"),
+            "classes": ListOf(AnyOf((Str(), Num(integer=True)), description="a class name (or integer class label)"),
+                              min_items=2, description="classification: the class names in the order of the "
+                              "model's score columns, so labels in the data may be these names; by default the "
+                              "class labels stored in the model (skl2onnx stores them), else labels are class "
+                              "indices 0..k-1"),
         }, required=("path",), description="the calibration data"),
         "task": Str(enum=("classification", "regression"), description="what the model predicts (default classification)"),
         "output": Str(description="model output to judge when models have several outputs"),
@@ -155,6 +161,7 @@ class DataSpec:
     inputs: dict[str, Any] = field(default_factory=dict)
     labels: str | None = None
     groups: tuple = ()
+    classes: tuple | None = None  # class names in the order of the model's score columns (data.classes)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -600,6 +607,24 @@ def _latency_problems(latency: Any) -> list[Problem]:
     return problems
 
 
+def _classes_problems(raw: dict) -> list[Problem]:
+    """data.classes names each class once, and only a classifier has classes."""
+    data = raw.get("data")
+    classes = data.get("classes") if isinstance(data, dict) else None
+    if not isinstance(classes, list):
+        return []
+    if raw.get("task") == "regression":
+        return [Problem(("data", "classes"), "names classes, but the policy's task is regression; drop it.")]
+    seen: dict[str, int] = {}
+    for i, name in enumerate(classes):
+        if isinstance(name, (str, int)) and not isinstance(name, bool):
+            if str(name) in seen:
+                return [Problem(("data", "classes", i), f"repeats the class {show(name)} (item {seen[str(name)] + 1} "
+                                "is the same); name each class once, in the order of the model's score columns.")]
+            seen[str(name)] = i
+    return []
+
+
 def _rule_problems(raw: dict, i: int, task: str | None, has_groups: bool | None = None,
                    targets: dict | None = None) -> list[Problem]:
     path = ("rules", i)
@@ -666,6 +691,7 @@ def parse_policy(text: str, source: str, root: Path) -> Policy:
                 problems.extend(_rule_problems(rule, i, task, has_groups, targets))
     if isinstance(raw, dict):
         problems.extend(_latency_problems(raw.get("latency")))
+        problems.extend(_classes_problems(raw))
     _raise(problems, source, lines)
 
     rules = []
@@ -681,7 +707,8 @@ def parse_policy(text: str, source: str, root: Path) -> Policy:
     if data:
         data_spec = DataSpec(path=root / data["path"], inputs=dict(data.get("inputs", {})),
                              labels=data.get("labels"), groups=tuple(
-                                 tuple(g) if isinstance(g, list) else g for g in data.get("groups", [])))
+                                 tuple(g) if isinstance(g, list) else g for g in data.get("groups", [])),
+                             classes=tuple(data["classes"]) if data.get("classes") else None)
     candidates = tuple(_model(v, k, root) for k, v in checked.get("candidates", {}).items())
     return Policy(
         source=source, text=text, sha256=hashlib.sha256(text.encode()).hexdigest(),
@@ -781,7 +808,8 @@ def with_overrides(policy: Policy, *, base: str | None = None, candidates: list[
     if data:
         old = policy.data
         changes["data"] = DataSpec(path=Path(data), inputs=old.inputs if old else {},
-                                   labels=old.labels if old else None, groups=old.groups if old else ())
+                                   labels=old.labels if old else None, groups=old.groups if old else (),
+                                   classes=old.classes if old else None)
     return dataclasses.replace(policy, **changes) if changes else policy
 
 

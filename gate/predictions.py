@@ -104,9 +104,11 @@ def log_probs(raw: np.ndarray, kind: str) -> np.ndarray | None:
 class Collector:
     """Accumulates one model's per-sample vectors over the batches."""
 
-    def __init__(self, *, n: int, task: str, scores: str, keep_probs: bool, where: str, labels_where: str) -> None:
+    def __init__(self, *, n: int, task: str, scores: str, keep_probs: bool, where: str, labels_where: str,
+                 classes: Classes | None = None) -> None:
         self.n, self.task, self.scores, self.keep_probs, self.where = n, task, scores, keep_probs, where
         self.labels_where = labels_where  # the data file: wrong labels are the data's fault, not the model's
+        self.classes = classes  # the class names labels were mapped by: the model must score as many
         self.kind: str | None = None
         self.pred = self.values = self.true_prob = self.true_rank = self.probs = None
         self.top_prob = self.sum_sq_prob = None
@@ -157,6 +159,11 @@ class Collector:
             return None
         k = logp.shape[1]
         if self.n_classes is None:
+            if self.classes is not None and len(self.classes.names) != k:
+                raise GateInputError(f"gives {k} class scores, but {self.classes.source} names "
+                                     f"{len(self.classes.names)} classes ({listed(self.classes.names)})",
+                                     path=self.where, fix="list one class name per score column, in the model's "
+                                     "output order (data: classes: in the policy)")
             self.n_classes = k
             self.true_prob = np.empty(self.n, dtype=np.float64)
             self.true_rank = np.empty(self.n, dtype=np.int32)
@@ -214,12 +221,90 @@ def _class_indices(labels: np.ndarray, k: int, model: str, data: str) -> np.ndar
     if not np.issubdtype(labels.dtype, np.integer):
         raise GateInputError(f"holds {labels.dtype} labels, but {name} gives {k} class scores, so labels must be "
                              f"class indices 0..{k - 1}", path=data,
-                             fix="store the labels as integers 0..k-1 in the order of the model's outputs")
+                             fix="store the labels as integers 0..k-1 in the order of the model's outputs, or "
+                                 "name the classes in that order under data: classes: in the policy")
     if labels.size and (labels.min() < 0 or labels.max() >= k):
         bad = int(labels.max() if labels.max() >= k else labels.min())
         raise GateInputError(f"holds the label {bad}, but {name} gives only {k} class scores", path=data,
                              fix=f"labels must lie in 0..{k - 1}, or choose the model output with all classes")
     return labels
+
+
+@dataclass(frozen=True)
+class Classes:
+    """The class names of the model's score columns, in order, and where they come from (for messages)."""
+    names: tuple
+    source: str  # "data.classes in the policy" or "the base model base.onnx"
+
+    @property
+    def are_indices(self) -> bool:
+        """Integer class labels 0..k-1: a label is its own index."""
+        return list(self.names) == list(range(len(self.names)))
+
+
+def listed(names, limit: int = 20) -> str:
+    shown = ", ".join(repr(c) for c in list(names)[:limit])
+    return shown + (f", ... ({len(names)} in all)" if len(names) > limit else "")
+
+
+def resolve_classes(declared: tuple | None, base_classes: tuple | None, *, policy: str, base: str) -> Classes | None:
+    """The class names labels are mapped by: the policy's data.classes, or the class labels stored in the base
+    model (skl2onnx stores them); when both are given they must agree, name for name and in order."""
+    model = Classes(tuple(base_classes), f"the base model {Path(base).name}") if base_classes else None
+    if declared is None:
+        return model
+    given = Classes(tuple(declared), "data.classes in the policy")
+    if model is not None and [str(c) for c in given.names] != [str(c) for c in model.names]:
+        raise GateInputError(f"data.classes lists {listed(given.names)}, but {model.source} declares the classes "
+                             f"{listed(model.names)} for its score columns", path=policy,
+                             fix="list the model's classes in its output order under data: classes:, or drop "
+                                 "data.classes to use the model's own")
+    return given
+
+
+def check_same_classes(reference: Classes | None, cand_classes: tuple | None, where: str) -> None:
+    """A candidate that stores its class labels must have the reference's, in the same order: otherwise its
+    score columns mean other classes than the base's."""
+    if reference is None or not cand_classes or \
+            [str(c) for c in cand_classes] == [str(c) for c in reference.names]:
+        return
+    raise GateInputError(f"declares the classes {listed(cand_classes)}, but {reference.source} has "
+                         f"{listed(reference.names)}", path=where,
+                         fix="train and convert the candidate with the same classes as the base (in the same order)")
+
+
+def label_indices(labels: np.ndarray | None, classes: Classes | None, *, data: str, model: str) -> np.ndarray | None:
+    """The data's labels as class indices in the order of the model's score columns. Text labels (and integer
+    labels when the model's class labels are other integers, as 1..k) are looked up in `classes`; a label
+    there is not is refused, by name. Integer labels are indices otherwise (checked against the scores later)."""
+    if labels is None:
+        return None
+    text = labels.dtype.kind in "USO"
+    if not text and not (np.issubdtype(labels.dtype, np.integer) and classes is not None and
+                         not classes.are_indices and all(isinstance(c, int) for c in classes.names)):
+        return labels
+    if classes is None:
+        shown = listed([str(v) for v in dict.fromkeys(np.asarray(labels[:1000]).astype(str).tolist())], limit=5)
+        raise GateInputError(f"holds text labels ({shown}), but {Path(model).name} names no class labels to map "
+                             f"them to its score columns", path=data,
+                             fix="name the classes in the model's output order under data: classes: in the policy "
+                                 "(e.g. classes: [cat, dog]), or store the labels as class indices 0..k-1")
+    index = {str(c): i for i, c in enumerate(classes.names)}
+    keys = np.asarray(labels).astype(str)
+    uniq, inverse = np.unique(keys, return_inverse=True)
+    codes = np.empty(len(uniq), dtype=np.int64)
+    for i, value in enumerate(uniq.tolist()):
+        code = index.get(value)
+        if code is None:
+            row = int(np.flatnonzero(keys == value)[0])
+            shown = labels[row].item() if hasattr(labels[row], "item") else labels[row]
+            shown = shown.decode("utf-8", "replace") if isinstance(shown, bytes) else shown
+            raise GateInputError(f"holds the label {shown!r} (first at sample {row}), which is not a class of "
+                                 f"{classes.source}; the known classes are {listed(classes.names)}", path=data,
+                                 fix="drop the samples of that class, or correct the label; with data.classes, "
+                                     "list every class in the model's output order")
+        codes[i] = code
+    return codes[inverse.reshape(-1)]
 
 
 class AgreementCollector:

@@ -6,18 +6,21 @@ threshold: deciding is the judge's job.
 
 from __future__ import annotations
 
+import math
 import zlib
 from dataclasses import replace
 
 import numpy as np
 
 from gate.measure import agreement as agree
-from gate.measure.quality import top_k_hits
+from gate.measure import fast
+from gate.measure.quality import per_sample, top_k_hits
 from gate.measure.registry import (AGREEMENT, BOOTSTRAP, EXACT, FOOTPRINT, PAIRED_PROPORTION, PROPORTION,
-                                   MetricSpec, VECTORS, get_metric, top_k_of)
-from gate.measure.stats import (Interval, paired_bootstrap, paired_proportion_diff_interval,
+                                   SLICE_CLASSES, MetricSpec, VECTORS, get_metric, sample_metrics,
+                                   top_k_of)
+from gate.measure.stats import (QUANTILE_LEVELS, Interval, paired_bootstrap, paired_proportion_diff_interval,
                                 paired_proportion_relative_change, percentile_interval, quantile_grid,
-                                relative_change_from_bootstrap, wilson_interval)
+                                relative_change_from_bootstrap, wilson_interval, z_two_sided)
 from gate.measurements import MetricResult, ModelInfo
 from gate.predictions import Agreement, Predictions
 
@@ -87,14 +90,50 @@ def compare(name: str, *, base: Predictions, cand: Predictions, agreement: Agree
                             relative_interval=rel.interval if rel else None, discordant_rate=(b + c) / n,
                             evidence=evidence)
     fn = spec.function(classes)
+    if with_interval and spec.resample == fast.DELONG:
+        return _delong(name, base=base, cand=cand, y=y, n=n, confidence=confidence)
     value_b, value_c = fn(base, y, None), fn(cand, y, None)
     if not with_interval:
         return MetricResult(metric=name, n=n, base=_finite(value_b), candidate=_finite(value_c),
                             delta=_finite(value_c - value_b))
+    s = _seed(seed, name)
+    if spec.resample == fast.CELLS:
+        cand_dist, base_dist = fast.cell_distributions(
+            name, y, base.pred, cand.pred, n_resamples=bootstrap, seed=s,
+            classes=classes if spec.in_slice == SLICE_CLASSES else None)
+        return from_distributions(name, n, base_value=value_b, cand_value=value_c, cand_dist=cand_dist,
+                                  base_dist=base_dist, confidence=confidence)
+    if spec.resample == fast.MEAN:
+        cand_dist, base_dist = _mean_distributions(base, cand, agreement, y, bootstrap, seed)[name]
+        return from_distributions(name, n, base_value=value_b, cand_value=value_c, cand_dist=cand_dist,
+                                  base_dist=base_dist, confidence=confidence)
     return bootstrapped(name, n, base_value=value_b, cand_value=value_c,
                         cand_stat=lambda idx: fn(cand, y, idx), base_stat=lambda idx: fn(base, y, idx),
                         confidence=confidence, bootstrap=bootstrap, seed=seed,
                         order=sample_order(base, cand, y, agreement, *_unordered(spec, base, cand)))
+
+
+def _mean_distributions(base: Predictions, cand: Predictions, agreement: Agreement | None, y, bootstrap: int,
+                        seed: int) -> dict:
+    """The resampled distributions of every per-sample mean this candidate has (records with resample MEAN),
+    from one matrix of Poisson weights (fast.shared_mean_distributions), seeded by the policy's seed alone:
+    the cost is in drawing the weights, so log_loss, brier_score and kl_divergence together cost one."""
+    columns = {}
+    if y is not None:
+        for spec in sample_metrics():
+            # which columns exist depends on the outputs only (never on the rules), so the draws do too
+            if spec.resample != fast.MEAN or any(getattr(p, v) is None for v in spec.needs for p in (base, cand)):
+                continue
+            b, c = per_sample(spec.name, base, y), per_sample(spec.name, cand, y)
+            if b is not None and c is not None:
+                columns[spec.name] = (c, b)
+    if agreement is not None:
+        for name, values in agree.per_sample(agreement).items():
+            spec = get_metric(name)
+            if values is not None and spec.resample == fast.MEAN:
+                columns[name] = (values, None)
+    return fast.shared_mean_distributions((base, cand, agreement, y), columns, n_resamples=bootstrap,
+                                          seed=_seed(seed, "per-sample means"))
 
 
 def _unordered(spec: MetricSpec, base: Predictions, cand: Predictions) -> list[np.ndarray]:
@@ -135,10 +174,18 @@ def bootstrapped(name: str, n: int, *, base_value, cand_value, cand_stat, base_s
         cand_stat = _in_order(cand_stat, order)
         base_stat = _in_order(base_stat, order) if base_stat is not None else None
     cand_dist = paired_bootstrap(cand_stat, n, n_resamples=bootstrap, seed=s)
+    base_dist = paired_bootstrap(base_stat, n, n_resamples=bootstrap, seed=s) if base_stat is not None else None
+    return from_distributions(name, n, base_value=base_value, cand_value=cand_value, cand_dist=cand_dist,
+                              base_dist=base_dist, confidence=confidence)
+
+
+def from_distributions(name: str, n: int, *, base_value, cand_value, cand_dist: np.ndarray,
+                       base_dist: np.ndarray | None, confidence: float) -> MetricResult:
+    """A MetricResult from paired resampled distributions of the candidate and the base (row i of both from
+    the same resample; base_dist None: a metric of the candidate alone)."""
     evidence = {"candidate_grid": quantile_grid(cand_dist)}
     delta_iv = relative_iv = None
-    if base_stat is not None:
-        base_dist = paired_bootstrap(base_stat, n, n_resamples=bootstrap, seed=s)
+    if base_dist is not None:
         delta_dist = cand_dist - base_dist
         delta_iv = percentile_interval(delta_dist, confidence)
         evidence["delta_grid"] = quantile_grid(delta_dist)
@@ -152,6 +199,35 @@ def bootstrapped(name: str, n: int, *, base_value, cand_value, cand_stat, base_s
     return MetricResult(metric=name, n=n, base=_finite(base_value), candidate=_finite(cand_value),
                         delta=_finite(cand_value - base_value) if base_value is not None else None,
                         delta_interval=delta_iv, candidate_interval=percentile_interval(cand_dist, confidence),
+                        relative_interval=relative_iv, evidence=evidence)
+
+
+def _delong(name: str, *, base: Predictions, cand: Predictions, y: np.ndarray, n: int,
+            confidence: float) -> MetricResult:
+    """roc_auc with DeLong's paired normal intervals (fast.delong); the judge's grids are normal quantiles."""
+    d = fast.delong(y, base.probs, cand.probs)
+    if d is None:
+        nan = Interval(low=math.nan, high=math.nan, method="delong")
+        return MetricResult(metric=name, n=n, delta_interval=nan, candidate_interval=nan, relative_interval=nan,
+                            evidence={})
+    z = z_two_sided(confidence)
+    delta = d.cand - d.base
+    sd_delta, sd_cand = math.sqrt(d.var_delta), math.sqrt(max(d.var_cand, 0.0))
+    evidence = {"candidate_grid": fast.normal_grid(d.cand, sd_cand, QUANTILE_LEVELS, 0.0, 1.0),
+                "delta_grid": fast.normal_grid(delta, sd_delta, QUANTILE_LEVELS, -1.0, 1.0)}
+    relative_iv = None
+    if d.base > 0:
+        # delta method for cand / base - 1 from the same covariance
+        var_rel = (d.var_cand / d.base ** 2 - 2.0 * d.cand * d.cov / d.base ** 3
+                   + d.cand ** 2 * d.var_base / d.base ** 4)
+        rel, sd_rel = d.cand / d.base - 1.0, math.sqrt(max(var_rel, 0.0))
+        relative_iv = Interval(low=max(rel - z * sd_rel, -1.0), high=rel + z * sd_rel, method="delong")
+        evidence["relative_grid"] = fast.normal_grid(rel, sd_rel, QUANTILE_LEVELS, -1.0)
+    return MetricResult(metric=name, n=n, base=_finite(d.base), candidate=_finite(d.cand), delta=_finite(delta),
+                        delta_interval=Interval(low=max(delta - z * sd_delta, -1.0),
+                                                high=min(delta + z * sd_delta, 1.0), method="delong"),
+                        candidate_interval=Interval(low=max(d.cand - z * sd_cand, 0.0),
+                                                    high=min(d.cand + z * sd_cand, 1.0), method="delong"),
                         relative_interval=relative_iv, evidence=evidence)
 
 
@@ -187,6 +263,10 @@ def _agreement(name, spec, *, base, cand, agreement, y, n, confidence, bootstrap
         why = "a model gives labels, not scores" if spec.needs_scores else \
             "the outputs of base and candidate differ in shape"
         return MetricResult(metric=name, n=n, unavailable=why)
+    if with_interval and spec.method == BOOTSTRAP and spec.resample == fast.MEAN:
+        cand_dist = _mean_distributions(base, cand, agreement, y, bootstrap, seed)[name][0]
+        return from_distributions(name, n, base_value=None, cand_value=float(values.mean()), cand_dist=cand_dist,
+                                  base_dist=None, confidence=confidence)
     if with_interval and spec.method == BOOTSTRAP:
         return bootstrapped(name, n, base_value=None, cand_value=float(values.mean()),
                             cand_stat=lambda idx: float(values[idx].mean()), base_stat=None,

@@ -95,21 +95,14 @@ def log_loss(p, y, idx=None) -> float:
 
 
 def roc_auc(p, y, idx=None) -> float:
-    from sklearn.metrics import roc_auc_score  # imported only when a rule asks for AUC
+    """Binary: the positive class's score; more classes: one-vs-rest, unweighted mean over classes (NaN
+    when a class has no sample). Mann-Whitney with midranks (gate/measure/fast.py), scikit-learn's
+    roc_auc_score to rounding, without its import time."""
+    from gate.measure.fast import auc_components, cached_auc
 
-    yy, probs = _take(y, idx), _take(p.probs, idx)
-    k = probs.shape[1]
-    present = np.unique(yy)
-    if len(present) < 2:
-        return float("nan")
-    if k == 2:
-        return float(roc_auc_score(yy, probs[:, 1]))
-    if len(present) < k:
-        return float("nan")  # one-vs-rest AUC is undefined for a class with no samples
-    # renormalise: float32 rounding can leave rows a hair off 1, which sklearn rejects
-    probs = probs.astype(np.float64)
-    probs /= probs.sum(axis=1, keepdims=True)
-    return float(roc_auc_score(yy, probs, multi_class="ovr", average="macro", labels=np.arange(k)))
+    if idx is None:  # over all samples: the base's value is asked once per candidate and once on its own
+        return cached_auc(y, p.probs)
+    return auc_components(_take(y, idx), _take(p.probs, idx))[0]
 
 
 def top_k_hits(p: Predictions, k: int) -> np.ndarray:
@@ -163,6 +156,17 @@ def r2(p, y, idx=None) -> float:
     with np.errstate(invalid="ignore", divide="ignore"):
         per_output = np.where(total > 0, 1 - resid / np.where(total > 0, total, 1), np.nan)
     return float(np.mean(per_output))
+
+
+def per_sample(name: str, p: Predictions, y: np.ndarray) -> np.ndarray | None:
+    """The per-sample vector whose mean is the metric (records with resample MEAN), or None."""
+    if name == "log_loss":
+        return -np.log(np.clip(p.true_prob, 1e-15, 1.0))
+    if name == "brier_score":
+        return np.maximum(p.sum_sq_prob - 2.0 * p.true_prob + 1.0, 0.0)
+    if name == "mae":
+        return _abs_err(p, y, None).mean(axis=1)
+    return None
 
 
 def function_for(name: str, classes: np.ndarray | None = None) -> MetricFn | None:

@@ -81,6 +81,10 @@ class MetricSpec:
     default: bool = False  # reported in every run, judged or not
     reference: str = ""  # what the tests hold the value to (tests/test_metric_records.py)
     definition: str = ""  # the formula, for the docs
+    # how a BOOTSTRAP interval is drawn (gate/measure/fast.py): "cells" (multinomial over the joint
+    # (label, base, candidate) table), "delong" (roc_auc), "mean" (Poisson weights over a per-sample
+    # vector); "" resamples sample indices and calls fn on each
+    resample: str = ""
 
     def __post_init__(self) -> None:
         if self.per_group is None:
@@ -136,22 +140,24 @@ def _top_k(k: int, *, default: bool = False) -> MetricSpec:
 _SPECS = [
     _quality("accuracy", higher_is_better=True, method=PAIRED_PROPORTION, headline=True, default=True,
              reference=SK + "accuracy_score", description="share of samples predicted right"),
-    _quality("balanced_accuracy", higher_is_better=True, default=True, reference=SK + "balanced_accuracy_score",
+    _quality("balanced_accuracy", higher_is_better=True, default=True,
+             resample="cells", reference=SK + "balanced_accuracy_score",
              description="mean recall over classes"),
-    _quality("f1_macro", higher_is_better=True, in_slice=SLICE_CLASSES, default=True,
+    _quality("f1_macro", resample="cells", higher_is_better=True, in_slice=SLICE_CLASSES, default=True,
              reference=SK + "f1_score(average='macro')", description="F1, unweighted mean over classes"),
-    _quality("f1_weighted", higher_is_better=True, default=True, reference=SK + "f1_score(average='weighted')",
+    _quality("f1_weighted", higher_is_better=True, default=True,
+             resample="cells", reference=SK + "f1_score(average='weighted')",
              description="F1, mean over classes weighted by support"),
-    _quality("precision_macro", higher_is_better=True, in_slice=SLICE_CLASSES, default=True,
+    _quality("precision_macro", resample="cells", higher_is_better=True, in_slice=SLICE_CLASSES, default=True,
              reference=SK + "precision_score(average='macro')",
              description="precision, unweighted mean over classes"),
-    _quality("recall_macro", higher_is_better=True, in_slice=SLICE_CLASSES, default=True,
+    _quality("recall_macro", resample="cells", higher_is_better=True, in_slice=SLICE_CLASSES, default=True,
              reference=SK + "recall_score(average='macro')", description="recall, unweighted mean over classes"),
     _top_k(5, default=True),
-    _quality("roc_auc", higher_is_better=True, needs=("probs",), needs_scores=True,
+    _quality("roc_auc", resample="delong", higher_is_better=True, needs=("probs",), needs_scores=True,
              reference=SK + "roc_auc_score(multi_class='ovr', average='macro')",
              description="area under the ROC curve (binary, or one-vs-rest macro)"),
-    _quality("log_loss", higher_is_better=False, needs=("true_prob",), needs_scores=True, default=True,
+    _quality("log_loss", resample="mean", higher_is_better=False, needs=("true_prob",), needs_scores=True, default=True,
              reference=SK + "log_loss", description="mean negative log-probability of the true class"),
     _quality("ece", higher_is_better=False, needs=("pred", "top_prob"), needs_scores=True,
              reference="numpy (Guo et al. 2017)",
@@ -159,13 +165,14 @@ _SPECS = [
                          "bins",
              definition="sum over the 15 bins (m-1)/15 < confidence <= m/15 of (samples in bin / n) x "
                         "|accuracy in bin - mean confidence in bin|; confidence = the highest class probability"),
-    _quality("brier_score", higher_is_better=False, needs=("true_prob", "sum_sq_prob"), needs_scores=True,
+    _quality("brier_score", higher_is_better=False, needs=("true_prob", "sum_sq_prob"),
+             resample="mean", needs_scores=True,
              reference=SK + "brier_score_loss(scale_by_half=False)",
              description="mean over samples of the squared distance between the class probabilities and the "
                          "one-hot true class (0 to 2; for two classes twice the positive-class form)",
              definition="mean over samples of sum_k (p_k - [k = y])^2; for two classes this is 2 x "
                         "mean (p_1 - y)^2, scikit-learn's binary brier_score_loss"),
-    _quality("mae", higher_is_better=False, tasks=REG, needs=("values",), headline=True, default=True,
+    _quality("mae", resample="mean", higher_is_better=False, tasks=REG, needs=("values",), headline=True, default=True,
              reference=SK + "mean_absolute_error", description="mean absolute error"),
     _quality("rmse", higher_is_better=False, tasks=REG, needs=("values",), default=True,
              reference=SK + "root_mean_squared_error", description="root mean squared error"),
@@ -179,12 +186,13 @@ _SPECS = [
     MetricSpec(name="positive_flip_rate", higher_is_better=True, kind=AGREEMENT, tasks=CLS, default=True,
                method=PROPORTION, needs_labels=True, needs=("pred",),
                description="share of samples the base got wrong and the candidate right"),
-    MetricSpec(name="kl_divergence", higher_is_better=False, kind=AGREEMENT, tasks=CLS, default=True,
+    MetricSpec(name="kl_divergence", resample="mean", higher_is_better=False, kind=AGREEMENT, tasks=CLS, default=True,
                method=BOOTSTRAP, needs_scores=True, unit="nats",
                description="mean KL(base || candidate) of the class probabilities, in nats"),
     MetricSpec(name="max_abs_diff", higher_is_better=False, kind=AGREEMENT, tasks=BOTH, default=True,
                method=EXACT, description="largest absolute difference of any output value"),
-    MetricSpec(name="cosine_similarity", higher_is_better=True, kind=AGREEMENT, tasks=BOTH, default=True,
+    MetricSpec(name="cosine_similarity", higher_is_better=True, kind=AGREEMENT, tasks=BOTH,
+               resample="mean", default=True,
                method=BOOTSTRAP, description="mean cosine similarity of the output vectors"),
     MetricSpec(name="demographic_parity_difference", higher_is_better=False, kind=FAIRNESS, tasks=CLS,
                method=BOOTSTRAP, description="largest difference in positive-prediction rate between the "
@@ -279,6 +287,8 @@ def sample_metrics() -> list[MetricSpec]:
 DOCS_START, DOCS_END = "<!-- metrics:start -->", "<!-- metrics:end -->"
 _INTERVALS = {PAIRED_PROPORTION: "paired score (Tango), Wilson", PROPORTION: "Wilson",
               BOOTSTRAP: "paired bootstrap", EXACT: "exact", TIMED: "paired timing blocks"}
+_RESAMPLES = {"cells": "paired bootstrap of the (label, base, candidate) table",
+              "delong": "DeLong (paired, midranks)", "mean": "paired Poisson bootstrap"}
 
 
 def _doc_rows() -> list[MetricSpec]:
@@ -313,7 +323,8 @@ def metrics_markdown() -> str:
         if spec.headline:
             meaning += " (headline: shown per subgroup and in the charts)"
         lines.append(f"| `{spec.name}` | {'higher' if spec.higher_is_better else 'lower'} | {spec.kind} | "
-                     f"{' / '.join(spec.tasks)} | {spec.unit or '–'} | {reads} | {_INTERVALS[spec.method]} | "
+                     f"{' / '.join(spec.tasks)} | {spec.unit or '–'} | {reads} | "
+                     f"{_RESAMPLES.get(spec.resample) or _INTERVALS[spec.method]} | "
                      f"{slice_text} | {'yes' if spec.per_group else 'no'} | {'yes' if spec.default else 'no'} | "
                      f"{cell(meaning)} |")
     return "\n".join(lines) + "\n"

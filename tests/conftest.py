@@ -122,6 +122,18 @@ def _finish(nodes, inputs, outputs, initializers, path: Path, *, external: bool)
     return path
 
 
+def point_external_data(path: Path, location: str) -> Path:
+    """Rewrite every external-data `location` of a saved model (the data itself is not touched)."""
+    model = onnx.load(str(path), load_external_data=False)
+    for tensor in model.graph.initializer:
+        if tensor.data_location == TensorProto.EXTERNAL:
+            for entry in tensor.external_data:
+                if entry.key == "location":
+                    entry.value = location
+    onnx.save_model(model, str(path))
+    return path
+
+
 def lookup_model(path: Path, table: np.ndarray, *, kind: str = "logits", batch: int | None = None,
                  input_dtype: str = "int64", external: bool = False) -> Path:
     """Save a model whose output for sample i is computed from table[i].

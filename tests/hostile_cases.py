@@ -21,7 +21,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from conftest import IR_VERSION, OPSET
+from conftest import IR_VERSION, OPSET, point_external_data  # noqa: F401 - used by test_hostile
 
 LIMIT_S = 10.0  # per case: a hang on 2 shared cores is a large effect, so this is far above a healthy run
 ALARM_S = 12.0  # a case still running then is stopped and reported as a hang
@@ -80,18 +80,6 @@ def future_opset_model(path: Path, table: np.ndarray) -> Path:
     nodes.append(helper.make_node("Identity", ["rows"], ["logits"]))
     outputs = [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", table.shape[1]])]
     return _save(nodes, inputs, outputs, inits, path, check=False, opset=99)
-
-
-def point_external_data(path: Path, location: str) -> Path:
-    """Rewrite every external-data `location` of a saved model (the data itself is not touched)."""
-    model = onnx.load(str(path), load_external_data=False)
-    for tensor in model.graph.initializer:
-        if tensor.data_location == TensorProto.EXTERNAL:
-            for entry in tensor.external_data:
-                if entry.key == "location":
-                    entry.value = location
-    onnx.save_model(model, str(path))
-    return path
 
 
 # --------------------------------------------------------------------------------------------

@@ -14,9 +14,9 @@ import warnings
 import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto
 
-from conftest import lookup_model, logits_for, make_scenario, two_input_model, write_npz, write_policy
+from conftest import (logits_for, lookup_model, make_scenario, point_external_data, two_input_model, write_npz,
+                      write_policy)
 from gate import checks
 from gate.cli import main  # imported at collection: cli's _print_summary binds sys.stdout when imported
 from gate.errors import GateInputError
@@ -263,15 +263,7 @@ def test_csv_with_a_byte_order_mark_reads_as_utf8(capsys, tmp_path, models):
 
 def _external(folder, location: str | None = None):
     path = lookup_model(folder / "base.onnx", logits_for(S.base, K), external=True)
-    if location is not None:
-        model = onnx.load(str(path), load_external_data=False)
-        for tensor in model.graph.initializer:
-            if tensor.data_location == TensorProto.EXTERNAL:
-                for entry in tensor.external_data:
-                    if entry.key == "location":
-                        entry.value = location
-        onnx.save_model(model, str(path))
-    return path
+    return point_external_data(path, location) if location is not None else path
 
 
 @pytest.mark.parametrize("case", ["dotdot", "absolute", "symlink", "truncated"])

@@ -14,6 +14,16 @@ def _plain(x: float, digits: int) -> str:
     return f"{x:.{digits}f}"
 
 
+def _is_count(metric: str) -> bool:
+    """Whole-number metrics (the registry says which) print as integers: 17,226, never 17,226.0."""
+    if not metric:
+        return False
+    from gate.measure.registry import get_metric
+
+    spec = get_metric(metric)
+    return spec is not None and spec.count
+
+
 def number(x: float | None, ref: float | None = None, *, digits: int = 4, metric: str = "") -> str:
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return "n/a"
@@ -21,7 +31,7 @@ def number(x: float | None, ref: float | None = None, *, digits: int = 4, metric
         return "inf" if x > 0 else "-inf"
     if x == 0:
         x = abs(x)  # -0.0 would print as "-0.0000"
-    if metric == "parameters" or (isinstance(x, int) and not isinstance(x, bool)):
+    if isinstance(x, int) and not isinstance(x, bool) or _is_count(metric) and float(x).is_integer():
         return f"{x:,.0f}"
     if abs(x) >= 1000:
         digits = 1

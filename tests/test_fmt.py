@@ -17,6 +17,12 @@ def test_plain_numbers():
     assert fmt.number(-0.0) == "0.0000"
     assert fmt.number(None) == "n/a" and fmt.number(float("nan")) == "n/a"
     assert fmt.number(1234567.0, metric="parameters") == "1,234,567"
+    # every whole-number metric of the registry, not only parameters; a fraction of one keeps its digits
+    assert fmt.number(17226.0, metric="nonzero_parameters") == "17,226"
+    assert fmt.number(1632.0, metric="bytes_fp32") == "1,632"
+    assert fmt.number(98304.0, metric="macs") == "98,304"
+    assert fmt.number(0.05, metric="parameters") == "0.0500"
+    assert fmt.number(17226.5, metric="accuracy") == "17,226.5"
     assert fmt.number(float("inf")) == "inf"
 
 

@@ -73,6 +73,7 @@ class MetricSpec:
     description: str = ""
     measured: bool = True  # False: known name, not measured by this version
     relative: bool = False  # already a ratio to the base (speedup, compression_ratio)
+    count: bool = False  # a whole number (parameters, bytes, MACs): shown without decimals
     fn: QualityFn | None = None  # (Predictions, y, idx) -> float; None: not a function of per-sample vectors
     needs: tuple[str, ...] = ()  # the Predictions vectors fn reads (keys of VECTORS)
     in_slice: str = SAME  # SAME or SLICE_CLASSES
@@ -203,21 +204,21 @@ _SPECS = [
     MetricSpec(name="model_size_mb", higher_is_better=False, kind=FOOTPRINT, tasks=BOTH, default=True,
                method=EXACT, unit="MB", description="model file size with external data, in MB (10^6 bytes)"),
     MetricSpec(name="parameters", higher_is_better=False, kind=FOOTPRINT, tasks=BOTH, default=True,
-               method=EXACT, description="number of stored weight values (initializer elements)"),
+               method=EXACT, count=True, description="number of stored weight values (initializer elements)"),
 ]
 
 # Model-file facts beyond size and parameters (gate/measure/footprint.py): exact, read from the
 # ONNX initializers, always cheap.
 _SPECS += [
     MetricSpec(name="nonzero_parameters", higher_is_better=False, kind=FOOTPRINT, tasks=BOTH, method=EXACT,
-               default=True, description="stored weight values that are not zero (initializer elements)"),
+               default=True, count=True, description="stored weight values that are not zero (initializer elements)"),
     MetricSpec(name="sparsity", higher_is_better=True, kind=FOOTPRINT, tasks=BOTH, method=EXACT, default=True,
                description="share of zero values in the weight tensors (initializers of 2 or more dimensions; "
                "a quantized weight counts as zero when it equals its zero point)"),
     MetricSpec(name="compression_ratio", higher_is_better=True, kind=FOOTPRINT, tasks=BOTH, method=EXACT,
                relative=True, description="base file size / candidate file size"),
     MetricSpec(name="macs", higher_is_better=False, kind=FOOTPRINT, tasks=BOTH, method=EXACT, default=True,
-               description="multiply-accumulates per sample of Conv, ConvTranspose, Gemm, MatMul and their "
+               count=True, description="multiply-accumulates per sample of Conv, ConvTranspose, Gemm, MatMul and their "
                "quantized forms (an estimate: other ops are not counted)"),
 ]
 # bytes of stored weights per data type: bytes_fp32, bytes_int8, ...
@@ -225,7 +226,7 @@ DTYPE_NAMES = ("fp32", "fp16", "bf16", "fp64", "fp8", "int8", "uint8", "int4", "
                "int32", "uint32", "int64", "uint64", "bool")
 for _dtype in DTYPE_NAMES:
     _SPECS.append(MetricSpec(name=f"bytes_{_dtype}", higher_is_better=False, kind=FOOTPRINT, tasks=BOTH,
-                             method=EXACT, unit="bytes",
+                             method=EXACT, unit="bytes", count=True,
                              description=f"bytes of stored {_dtype} weights (initializers)"))
 
 # Timed on the machine that measures (gate/measure/speed.py), base and candidate interleaved.

@@ -122,6 +122,32 @@ def _finish(nodes, inputs, outputs, initializers, path: Path, *, external: bool)
     return path
 
 
+def save_graph(graph, path: Path) -> Path:
+    """A hand-built graph saved as a model of this suite's opset and IR version."""
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+    model.ir_version = IR_VERSION
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(path))
+    return path
+
+
+def bound_runners(policy_path: Path, max_mb: float = 100) -> list[tuple[str, Path, object]]:
+    """(name, path, runner) of the policy's base and candidates, each bound to the policy's data,
+    as the speed code receives them."""
+    from gate.data import load_dataset
+    from gate.models import open_runner
+    from gate.policy import load_policy
+
+    policy = load_policy(policy_path)
+    data = load_dataset(policy.data, max_mb=max_mb)
+    runners = []
+    for ref in (policy.base, *policy.candidates):
+        runner = open_runner(ref, output=None, inputs={}, max_mb=max_mb)
+        runner.bind(data)
+        runners.append((ref.name, runner.path, runner))
+    return runners
+
+
 def point_external_data(path: Path, location: str) -> Path:
     """Rewrite every external-data `location` of a saved model (the data itself is not touched)."""
     model = onnx.load(str(path), load_external_data=False)

@@ -17,11 +17,10 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
-import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from conftest import candidate, read_report, rule_of, run_main, write_policy
+from conftest import bound_runners, candidate, read_report, rule_of, run_main, save_graph, write_policy
 
 torch = pytest.importorskip("torch")
 
@@ -75,9 +74,7 @@ def _onnx(path):
                               [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", D])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", K])],
                               [numpy_helper.from_array(W, "w"), numpy_helper.from_array(HEAD, "head")])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.save(model, str(path))
+    save_graph(graph, path)
     return path
 
 
@@ -150,22 +147,12 @@ def test_a_torch_base_with_an_onnx_candidate_is_timed_and_weighed(models):
 
 
 def test_eight_times_the_compute_is_a_speedup_well_below_one(models):
-    from gate.data import load_dataset
     from gate.measure.speed import SpeedSettings, measure_on_this_machine
-    from gate.policy import load_policy
 
     d = models
     path = write_policy(d / "compute.yaml", [{"metric": "speedup", "min": 0.9}], base="one.pt2",
                         candidates={"eight": "eight.pt2"})
-    policy = load_policy(path)
-    data = load_dataset(policy.data, max_mb=100)
-    from gate.models import open_runner
-
-    runners = []
-    for ref in (policy.base, *policy.candidates):
-        runner = open_runner(ref, output=None, inputs={}, max_mb=100)
-        runner.bind(data)
-        runners.append((ref.name, runner.path, runner))
+    runners = bound_runners(path)
     threads_before = torch.get_num_threads()
     run = measure_on_this_machine(runners, SpeedSettings(batch_size=256, threads=1, min_runs=30, min_time_s=0.2,
                                                          max_time_s=3, warmup=3), confidence=0.95)

@@ -8,12 +8,11 @@ bare InferenceSession, is what the gate reports for `batch_size: 1` and for one 
 from __future__ import annotations
 
 import numpy as np
-import onnx
 import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from conftest import candidate, read_report, run_main, write_policy
+from conftest import candidate, read_report, run_main, save_graph, write_policy
 
 N, D, H, K = 600, 32, 64, 5
 
@@ -25,9 +24,7 @@ def _mlp(path, w1, w2):
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", D])],
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["n", K])],
         [numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(w2, "w2")])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.save(model, str(path))
+    save_graph(graph, path)
 
 
 @pytest.fixture(scope="module")

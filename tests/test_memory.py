@@ -7,11 +7,10 @@ model holding 32 KB; the gate process's own memory is never charged to a model.
 from __future__ import annotations
 
 import numpy as np
-import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from conftest import candidate, read_report, rule_of, run_main, write_policy
+from conftest import candidate, read_report, rule_of, run_main, save_graph, write_policy
 from gate.measure.memory import peak_memory
 
 D_IN = 1000
@@ -30,9 +29,7 @@ def matmul_model(path, d_out: int):
                               [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", D_IN])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 8])],
                               [numpy_helper.from_array(w, "w"), shape, axes])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.save(model, str(path))
+    save_graph(graph, path)
     return path
 
 

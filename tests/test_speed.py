@@ -15,11 +15,10 @@ import json
 import math
 
 import numpy as np
-import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from conftest import candidate, read_report, rule_of, run_main, write_policy
+from conftest import bound_runners, candidate, read_report, rule_of, run_main, save_graph, write_policy
 from gate.judge import evaluate
 from gate.measure import speed
 from gate.measure.speed import (SpeedSettings, look_confidence, min_runs_for, quantile_interval, speed_metrics,
@@ -48,9 +47,7 @@ def mlp(path, *, extra: int = 0):
     nodes.append(helper.make_node("MatMul", [x, "Wo"], ["logits"]))
     graph = helper.make_graph(nodes, "mlp", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", D])],
                               [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", K])], inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.save(model, str(path))
+    save_graph(graph, path)
     return path
 
 
@@ -488,18 +485,9 @@ def test_fresh_measurements_tell_a_copy_from_the_slow_twin_every_time(speed_mode
     """Three fresh measurements (new sessions, new warm-up), each judged as `gate check` judges: the copy
     passes `speedup min 0.5` and the twin fails it, every time. How often a copy passes a bound 10% away
     (0.9) is measured, not asserted, in benchmarks/ (test_identical_copies.py, test_speed_rule.py)."""
-    from gate.data import load_dataset
-    from gate.models import open_runner
-    from gate.policy import load_policy
 
     d, policy_path = speed_models
-    policy = load_policy(policy_path)
-    data = load_dataset(policy.data, max_mb=100)
-    runners = []
-    for ref in (policy.base, *policy.candidates):
-        runner = open_runner(ref, output=None, inputs={}, max_mb=100)
-        runner.bind(data)
-        runners.append((ref.name, runner.path, runner))
+    runners = bound_runners(policy_path)
     assert [name for name, _, _ in runners] == ["base", "same", "slow"]
     settings = SpeedSettings(min_runs=100, min_time_s=0.1, max_time_s=5.0, warmup=10)
     r = rule("speedup", "min", BOUND)

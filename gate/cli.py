@@ -64,6 +64,59 @@ def build_parser() -> argparse.ArgumentParser:
     judge.add_argument("--out", default="gate-report", metavar="DIR", help="report directory (default: gate-report)")
     judge.add_argument("--templates", metavar="DIR", help="directory of templates that override the shipped ones")
 
+    bless = sub.add_parser("bless", help="record a judged candidate as the blessed baseline of later releases",
+                           description="Record candidate NAME of a report as the next blessed release in the "
+                                       "baseline folder: its sha256, the data's and the policy's, the gate version, "
+                                       "its metrics, and its per-sample predictions and scores on the calibration "
+                                       "data (.npz), so rules with `vs: baseline` judge later candidates against it "
+                                       "paired, without the old model file. Only a candidate that passed, unless "
+                                       "--force with a --reason (kept in the record).")
+    bless.add_argument("report", type=Path, metavar="REPORT_DIR", help="report folder written by gate check / judge")
+    bless.add_argument("--candidate", required=True, metavar="NAME", help="the candidate of that report to bless")
+    bless.add_argument("--baseline", required=True, metavar="DIR",
+                       help="the baseline folder (the policy's baseline:); created when missing")
+    bless.add_argument("--policy", metavar="P", help="the policy the report was judged with (default: the path "
+                                                    "the report recorded; its sha256 must match)")
+    bless.add_argument("--model", metavar="M", help="the candidate's model file (default: the path the report "
+                                                    "recorded; its sha256 must match)")
+    bless.add_argument("--data", metavar="D", help="the calibration data (default: the path the report recorded; "
+                                                   "its sha256 must match)")
+    bless.add_argument("--force", action="store_true", help="bless a candidate that did not pass (needs --reason)")
+    bless.add_argument("--reason", metavar="TEXT", help="why it is blessed (kept in the record)")
+    bar = bless.add_mutually_exclusive_group()
+    bar.add_argument("--progress", dest="progress", action="store_true", default=None, help="show a progress bar")
+    bar.add_argument("--no-progress", dest="progress", action="store_false", help="never show a progress bar")
+
+    verify = sub.add_parser(
+        "verify", help="check that model files are candidates that passed in a report, and the report is intact",
+        description="What an auditor runs on a shipped model: every file of REPORT_DIR must be as the gate wrote it "
+                    "(the sha256 and size in its manifest.json; a changed, missing or added file is named), and "
+                    "each MODEL's sha256 must be a candidate of report.json whose verdict is pass. A model that "
+                    "failed, was never judged, or is the base is not verified.",
+        epilog="exit codes: 0 verified, 1 not verified (what differs is printed), 2 the inputs are wrong (no such "
+               "folder, not a report folder, an unreadable model)")
+    verify.add_argument("report", type=Path, metavar="REPORT_DIR", help="report folder written by gate check / judge")
+    verify.add_argument("models", nargs="+", type=Path, metavar="MODEL", help="model file(s) to verify")
+    verify.add_argument("--fail-on", default="fail", choices=("fail", "warn"),
+                        help="fail: a candidate that passed with warnings is verified (default); warn: it is not")
+    verify.add_argument("--json", action="store_true", help="print the outcome as JSON")
+
+    history = sub.add_parser(
+        "history", help="every judged metric across releases (reports), with intervals, verdicts and drift",
+        description="Read report.json files (a report folder, a report.json, or a folder of report folders, "
+                    "searched recursively), order them by the time each was judged, and write history.md and "
+                    "history.html: per judged metric, every candidate's value with its interval, the rules' "
+                    "statuses, the verdict, blessed releases, and the drift since the first blessed release (the "
+                    "first report when none is known), with a chart.")
+    history.add_argument("reports", nargs="+", type=Path, metavar="REPORT", help="report folder, report.json, or "
+                                                                                 "a folder of them")
+    history.add_argument("--out", default="gate-history", metavar="DIR", help="where history.md and history.html "
+                                                                              "go (default: gate-history)")
+    history.add_argument("--baseline", metavar="DIR", help="a baseline folder of `gate bless`: its blessed models "
+                                                           "are marked and drift is measured from the first")
+    history.add_argument("--order", default="time", choices=("time", "given"),
+                         help="time: by when each report was judged (default); given: as named")
+
     demo = sub.add_parser("demo", help="build a small model, compress it five ways, and gate the candidates",
                           description="Train a small classifier on scikit-learn's bundled digits, export it to "
                                       "ONNX, compress it five ways (int8 dynamic, int8 static QDQ, fp16, "
@@ -184,6 +237,42 @@ def cmd_judge(args) -> int:
     return _finish(run_judge(args.results, args.policy, out=args.out, templates=args.templates), args.templates)
 
 
+def cmd_bless(args) -> int:
+    from gate.bless import bless
+
+    _writable_dir(args.baseline, "--baseline")
+    blessing = bless(args.report, args.candidate, args.baseline, policy=args.policy, model=args.model,
+                     data=args.data, force=args.force, reason=args.reason, show_progress=args.progress)
+    forced = f" (forced: {blessing.reason})" if blessing.forced else ""
+    print(f"blessed {blessing.name} (sha256 {blessing.model_sha256[:12]}) as release {blessing.index} in "
+          f"{args.baseline}{forced}: {blessing.n_samples:,} samples' outputs stored in {blessing.outputs}")
+    return EXIT_PASS
+
+
+def cmd_verify(args) -> int:
+    from gate.verify import verify
+
+    result = verify(args.report, args.models, fail_on=args.fail_on)
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+    else:
+        for line in result.lines():
+            print(line)
+    return EXIT_PASS if result.verified else EXIT_FAIL
+
+
+def cmd_history(args) -> int:
+    from gate.history import blessed_in, build_history, load_reports, write_history
+
+    out = _writable_dir(args.out)
+    blessed = blessed_in(Path(args.baseline)) if args.baseline else frozenset()
+    history = build_history(load_reports(args.reports), blessed=blessed, order=args.order)
+    written = write_history(history, out)
+    print(f"history of {len(history.releases)} report(s), {len(history.metrics)} judged metric(s): "
+          + ", ".join(str(p) for p in written))
+    return EXIT_PASS
+
+
 def cmd_demo(args) -> int:
     from gate.demo_assets import build_demo_assets
     from gate.pipeline import measure
@@ -226,7 +315,8 @@ def cmd_policy(args, parser) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    commands = {"check": cmd_check, "measure": cmd_measure, "judge": cmd_judge, "demo": cmd_demo}
+    commands = {"check": cmd_check, "measure": cmd_measure, "judge": cmd_judge, "demo": cmd_demo,
+                "bless": cmd_bless, "verify": cmd_verify, "history": cmd_history}
     try:
         if args.command in commands:
             return commands[args.command](args)

@@ -1,7 +1,8 @@
 """One results contract: the only reader of results.json and report.json.
 
 `gate judge` (through gate/merge.py) reads results with `load_results_file`, and the Action
-(gate/github/report.py) reads a report folder with `load_report_dir`. Both refuse a damaged or foreign
+(gate/github/report.py) reads a report folder with `load_report_dir`; `gate verify` and `gate history` read
+report.json with `load_report`, and `gate verify` the folder's manifest.json with `load_manifest`. Both refuse a damaged or foreign
 file with a `ContractError` naming the file and the problem (a GateInputError: exit 2), never
 read it as far as it goes: a skipped rule could hide a failure.
 
@@ -39,16 +40,18 @@ TASKS = ("classification", "regression")
 VERDICTS = ("pass", "fail")
 STATUSES = ("pass", "fail", "warn", "inconclusive", "error")  # gate.tally.STATUSES
 GROUP_STATUSES = ("pass", "fail", "inconclusive", "error", "too_small")
+GROUPING_KINDS = ("group", "class", "perturbation")  # GroupingResult.kind: which per: rules judge it
 BOUND_KINDS = ("min", "max", "max_drop", "max_relative_drop", "max_increase", "max_relative_increase")
 SEVERITIES = ("fail", "warn")
 ERROR_KINDS = ("input", "crash")
 # the fields of a rule result (gate.judge.RuleResult) and of a candidate's entry in report.json;
 # tests/test_contract.py holds them equal to what the writer writes
 RULE_FIELDS = ("rule", "index", "metric", "bound_kind", "threshold", "severity", "status", "blocking", "observed",
-               "interval", "base", "candidate", "bound_text", "reason", "samples_needed", "n", "groups", "line")
+               "interval", "base", "candidate", "bound_text", "reason", "samples_needed", "n", "groups", "line", "vs")
 RULE_REQUIRED = RULE_FIELDS[:14]
 REPORT_CANDIDATE_FIELDS = ("name", "verdict", "error", "tally", "rules", "model", "metrics", "groupings",
-                           "change_matrix", "speed", "targets", "nonfinite", "notes")
+                           "change_matrix", "speed", "targets", "nonfinite", "notes", "flips", "calibration",
+                           "releases", "layers")
 REPORT_FIELDS = ("report_format", "verdict", "tally", "confidence", "inconclusive", "task", "n_samples", "seed",
                  "bootstrap", "base", "candidates", "input_errors", "provenance")
 TALLY_COUNTS = ("passed", "failed", "warned", "errors", "inconclusive", "rules")
@@ -271,14 +274,17 @@ def _sha(x, path: str) -> None:
 
 def _check_grouping(x, path: str, fields: tuple) -> None:
     _obj(x, path, required=("name", "columns", "groups"),
-         allowed=("name", "columns", "min_samples", "groups", "gaps", "fairness"))
+         allowed=("name", "kind", "columns", "min_samples", "groups", "gaps", "fairness"))
     _str(x["name"], _at(path, "name"))
+    _enum(x.get("kind"), _at(path, "kind"), GROUPING_KINDS, null=True)  # absent before it existed
     _strings(x["columns"], _at(path, "columns"))
     _count(x.get("min_samples", 0), _at(path, "min_samples"))
     for i, g in enumerate(_arr(x["groups"], _at(path, "groups"))):
         gp = _at(_at(path, "groups"), i)
-        _obj(g, gp, required=("key", "n", "metrics"), allowed=("key", "n", "flips", "negative_flips", "metrics"))
+        _obj(g, gp, required=("key", "n", "metrics"),
+             allowed=("key", "n", "flips", "negative_flips", "metrics", "parameters"))
         _str(g["key"], _at(gp, "key"))
+        _obj(g.get("parameters"), _at(gp, "parameters"), null=True)
         _count(g["n"], _at(gp, "n"))
         for key in ("flips", "negative_flips"):
             _count(g.get(key), _at(gp, key), null=True)
@@ -305,6 +311,162 @@ def _check_change_matrix(x, path: str) -> None:
             _count(v, f"{_at(path, 'counts')}[{i}][{j}]")
 
 
+FLIP_KINDS = ("negative", "positive", "neutral", "changed")  # gate.measure.flips
+FLIP_ROW_FIELDS = ("index", "line", "kind", "label", "base", "candidate", "base_score", "candidate_score",
+                   "base_true", "candidate_true", "change", "groups")
+FLIPS_FIELDS = ("count", "negative", "positive", "neutral", "capped", "groups", "rows", "largest", "thumbnails")
+THUMBNAIL_FIELDS = ("index", "input", "label", "base", "candidate", "png")
+CALIBRATION_FIELDS = ("bins", "base", "candidate", "ece_base", "ece_candidate", "brier_base", "brier_candidate")
+BIN_FIELDS = ("low", "high", "count", "confidence", "accuracy")
+_BASE64 = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=")
+
+
+def _class(x, path: str, *, null: bool = False) -> None:
+    """A class as the user names it: text or an integer."""
+    if not (isinstance(x, str) or _is_int(x) or (x is None and null)):
+        raise _Bad(f"{path} must be a class name or index{' or null' if null else ''}; got {_show(x)}")
+
+
+def _check_flip_row(x, path: str) -> None:
+    _obj(x, path, required=("index", "kind", "base", "candidate"), allowed=FLIP_ROW_FIELDS)
+    _count(x["index"], _at(path, "index"))
+    _count(x.get("line"), _at(path, "line"), null=True, minimum=1)
+    _enum(x["kind"], _at(path, "kind"), FLIP_KINDS)
+    _class(x.get("label"), _at(path, "label"), null=True)
+    _class(x["base"], _at(path, "base"))
+    _class(x["candidate"], _at(path, "candidate"))
+    for key in ("base_score", "candidate_score", "base_true", "candidate_true", "change"):
+        _num(x.get(key), _at(path, key), finite=True)
+    for name, value in _obj(x.get("groups", {}), _at(path, "groups")).items():
+        _str(value, _at(_at(path, "groups"), name))
+
+
+def _check_flips(x, path: str) -> None:
+    """The changed predictions: flips.csv and report.html's table and thumbnails are made from them."""
+    if _obj(x, path, required=("count", "capped", "rows"), allowed=FLIPS_FIELDS, null=True) is None:
+        return
+    _count(x["count"], _at(path, "count"))
+    for key in ("negative", "positive", "neutral"):
+        _count(x.get(key), _at(path, key), null=True)
+    if not isinstance(x["capped"], bool):
+        raise _Bad(f"{_at(path, 'capped')} must be true or false; got {_show(x['capped'])}")
+    _strings(x.get("groups", []), _at(path, "groups"))
+    for key in ("rows", "largest"):
+        for i, row in enumerate(_arr(x.get(key, []), _at(path, key))):
+            _check_flip_row(row, _at(_at(path, key), i))
+    for i, t in enumerate(_arr(x.get("thumbnails", []), _at(path, "thumbnails"))):
+        tp = _at(_at(path, "thumbnails"), i)
+        _obj(t, tp, required=THUMBNAIL_FIELDS, allowed=THUMBNAIL_FIELDS)
+        _count(t["index"], _at(tp, "index"))
+        _str(t["input"], _at(tp, "input"))
+        _class(t["label"], _at(tp, "label"), null=True)
+        _class(t["base"], _at(tp, "base"))
+        _class(t["candidate"], _at(tp, "candidate"))
+        _str(t["png"], _at(tp, "png"))
+        if not set(t["png"]) <= _BASE64:  # it becomes a data: URI in report.html
+            raise _Bad(f"{_at(tp, 'png')} must be base64 text")
+
+
+def _check_calibration(x, path: str) -> None:
+    """Reliability tables: report.html draws them."""
+    if _obj(x, path, required=("bins",), allowed=CALIBRATION_FIELDS, null=True) is None:
+        return
+    _count(x["bins"], _at(path, "bins"), minimum=1)
+    for side in ("base", "candidate"):
+        table = _arr(x.get(side), _at(path, side), null=True)
+        if x.get(side) is not None and len(table) != x["bins"]:
+            raise _Bad(f"{_at(path, side)} must hold one entry per bin ({x['bins']}); got {len(table)}")
+        for i, b in enumerate(table):
+            bp = _at(_at(path, side), i)
+            _obj(b, bp, required=BIN_FIELDS, allowed=BIN_FIELDS)
+            _count(b["count"], _at(bp, "count"))
+            for key in ("low", "high"):
+                _num(b[key], _at(bp, key), null=False, finite=True)
+            for key in ("confidence", "accuracy"):
+                _num(b[key], _at(bp, key), finite=True)
+    for key in CALIBRATION_FIELDS[3:]:
+        _num(x.get(key), _at(path, key), finite=True)
+
+
+# where the error enters (gate.measure.tensors.LayerAgreement.to_dict); tests/test_layer_agreement.py holds them
+# equal to what the writer writes
+LAYER_STATUSES = ("compared", "identical", "not_comparable", "skipped", "error")
+LAYERS_FIELDS = ("status", "reason", "samples", "batch", "quantized", "tensors_common", "tensors_compared", "skipped",
+                 "output", "output_exact", "output_sqnr_db", "first_growth", "suggested_nodes_to_exclude",
+                 "noise_floor_db", "growth_db", "rows", "notes")
+LAYER_ROW_FIELDS = ("tensor", "read_as", "node", "op", "dtype", "elements", "exact", "sqnr_db", "relative_error",
+                    "input_sqnr_db", "drop_db", "own_sqnr_db", "grows", "nonfinite", "segment", "candidate_node")
+
+
+def _bool(x, path: str, *, null: bool = False) -> None:
+    if not (isinstance(x, bool) or (x is None and null)):
+        raise _Bad(f"{path} must be true or false{' or null' if null else ''}; got {_show(x)}")
+
+
+def _check_layers(x, path: str) -> None:
+    """Tensor-by-tensor agreement with the base: report.html draws its rows and names its first growth."""
+    if _obj(x, path, required=("status",), allowed=LAYERS_FIELDS, null=True) is None:
+        return
+    _enum(x["status"], _at(path, "status"), LAYER_STATUSES)
+    for key in ("reason", "output"):
+        _str(x.get(key), _at(path, key), null=True)
+    for key in ("samples", "tensors_common", "tensors_compared"):
+        _count(x.get(key, 0), _at(path, key))
+    _count(x.get("batch"), _at(path, "batch"), null=True)
+    _bool(x.get("quantized", False), _at(path, "quantized"))
+    _bool(x.get("output_exact"), _at(path, "output_exact"), null=True)
+    for key in ("output_sqnr_db", "noise_floor_db", "growth_db"):
+        _num(x.get(key), _at(path, key), finite=True)
+    for key, n in _obj(x.get("skipped", {}), _at(path, "skipped")).items():
+        _count(n, _at(_at(path, "skipped"), key))
+    _strings(x.get("suggested_nodes_to_exclude", []), _at(path, "suggested_nodes_to_exclude"))
+    _strings(x.get("notes", []), _at(path, "notes"))
+    rows = _arr(x.get("rows", []), _at(path, "rows"))
+    for i, row in enumerate(rows):
+        rp = _at(_at(path, "rows"), i)
+        _obj(row, rp, required=("tensor", "op", "exact", "sqnr_db"), allowed=LAYER_ROW_FIELDS)
+        for key in ("tensor", "op"):
+            _str(row[key], _at(rp, key))
+        for key in ("read_as", "node", "dtype", "candidate_node"):
+            _str(row.get(key), _at(rp, key), null=True)
+        _strings(row.get("segment", []), _at(rp, "segment"))
+        for key in ("elements", "nonfinite"):
+            _count(row.get(key, 0), _at(rp, key))
+        for key in ("exact", "grows"):
+            _bool(row.get(key, False), _at(rp, key))
+        for key in ("sqnr_db", "relative_error", "input_sqnr_db", "drop_db", "own_sqnr_db"):
+            _num(row.get(key), _at(rp, key), finite=True)
+    first = x.get("first_growth")
+    _count(first, _at(path, "first_growth"), null=True)
+    if first is not None and first >= len(rows):  # report.html shows rows[first_growth]
+        raise _Bad(f"{_at(path, 'first_growth')} is {first}, but there are {len(rows)} rows")
+
+
+RELEASE_STATUSES = ("compared", "missing", "different_data", "damaged")  # gate.measurements.ReleaseComparison
+
+
+def _check_releases(x, path: str, fields: tuple) -> None:
+    """A candidate against blessed releases (vs: baseline / first_baseline)."""
+    for vs, c in _obj(x or {}, path).items():
+        _enum(vs, f"{path} key", ("baseline", "first_baseline"))
+        cp = _at(path, vs)
+        _obj(c, cp, required=("status",), allowed=("status", "release", "reason", "metrics"))
+        _enum(c["status"], _at(cp, "status"), RELEASE_STATUSES)
+        _str(c.get("reason"), _at(cp, "reason"), null=True)
+        release = _obj(c.get("release"), _at(cp, "release"), null=True)
+        if release is not None:
+            _count(release.get("index"), _at(_at(cp, "release"), "index"), minimum=1)
+            _str(release.get("name"), _at(_at(cp, "release"), "name"))
+            _sha(release.get("model_sha256"), _at(_at(cp, "release"), "model_sha256"))
+        _check_metrics(c.get("metrics", {}), _at(cp, "metrics"), fields)
+
+
+def _metric_fields() -> tuple:
+    from gate.measurements import MetricResult  # numpy: imported when a file is checked, not with the module
+
+    return tuple(MetricResult.__dataclass_fields__)
+
+
 def _check_candidate(x, path: str, fields: dict) -> None:
     _obj(x, path, required=("info", "metrics"), allowed=fields["candidate"])
     _check_model(x["info"], _at(path, "info"), fields["model"])
@@ -324,6 +486,10 @@ def _check_candidate(x, path: str, fields: dict) -> None:
         _obj(t.get("speed"), _at(tp, "speed"), null=True)
     _check_nonfinite(x.get("nonfinite"), _at(path, "nonfinite"))
     _strings(x.get("notes", []), _at(path, "notes"))
+    _check_flips(x.get("flips"), _at(path, "flips"))
+    _check_calibration(x.get("calibration"), _at(path, "calibration"))
+    _check_releases(x.get("releases"), _at(path, "releases"), fields["metric"])
+    _check_layers(x.get("layers"), _at(path, "layers"))
 
 
 def _check_header(body: dict, path: str = "") -> None:
@@ -438,6 +604,8 @@ def _check_rule(x, path: str) -> None:
     for key in ("samples_needed", "n"):
         _count(x.get(key), _at(path, key), null=True)
     _count(x.get("line"), _at(path, "line"), null=True, minimum=1)
+    if "vs" in x:  # absent in reports written before blessed baselines existed
+        _enum(x["vs"], _at(path, "vs"), ("base", "baseline", "first_baseline"))
     for i, g in enumerate(_arr(x.get("groups", []), _at(path, "groups"))):
         gp = _at(_at(path, "groups"), i)
         _obj(g, gp, required=("grouping", "group", "n", "status"))
@@ -479,6 +647,7 @@ def report_problem(doc) -> str | None:
             _enum(cand["verdict"], _at(cp, "verdict"), VERDICTS)
             _str(cand["error"], _at(cp, "error"), null=True)
             _check_tally(cand["tally"], _at(cp, "tally"))
+            _check_releases(cand.get("releases"), _at(cp, "releases"), _metric_fields())
             for j, rule in enumerate(_arr(cand["rules"], _at(cp, "rules"))):
                 _check_rule(rule, f"{cp}.rules[{j}]")
             if cand["verdict"] == "pass" and (cand["tally"]["failed"] or any(r["blocking"] for r in cand["rules"])):
@@ -537,3 +706,68 @@ def load_report_dir(report_dir: str | Path) -> tuple[dict, str]:
     except UnicodeDecodeError as exc:
         raise ContractError(f"is not UTF-8 text (byte {exc.start})", path=md_path, fix=_REPORT_FIX) from None
     return report, markdown
+
+
+# ---------------------------------------------------------------- manifest.json (manifest_format 1)
+
+MANIFEST_SCHEMA = SCHEMAS / "manifest.schema.json"
+MANIFEST_FORMAT = 1  # gate.report.manifest.MANIFEST_FORMAT
+MAX_MANIFEST_BYTES = 1_000_000  # a few lines per report file
+_MANIFEST_FIX = ("give the folder `gate check --out` or `gate judge --out` wrote, unchanged (manifest.json is "
+                 "written with the reports since gate 0.1; make the report again to get one)")
+
+
+def _safe_relative(x, path: str) -> None:
+    """A file inside the report folder: a manifest naming ../ or an absolute path must not make verify read
+    (or vouch for) a file elsewhere."""
+    _str(x, path)
+    if not x or len(x) > 1024 or not x.isprintable() or "\\" in x or x.startswith("/") or (len(x) > 1 and x[1] == ":"):
+        raise _Bad(f"{path} is {_show(x)}: not a relative path inside the report folder")
+    if any(part in ("", ".", "..") for part in x.split("/")):
+        raise _Bad(f"{path} is {_show(x)}: not a plain path inside the report folder (no '.', '..' or empty parts)")
+
+
+def manifest_problem(doc) -> str | None:
+    """The first thing wrong with a manifest.json document (as parsed), or None."""
+    try:
+        _obj(doc, "")
+        if doc.get("manifest_format") != MANIFEST_FORMAT:
+            if "manifest_format" not in doc:
+                return "no manifest_format"
+            return f"manifest_format is {_show(doc.get('manifest_format'))}; this gate reads format {MANIFEST_FORMAT}"
+        _obj(doc, "", required=("manifest_format", "gate_version", "files"),
+             allowed=("manifest_format", "gate_version", "files"))
+        _str(doc["gate_version"], "gate_version")
+        seen = set()
+        for i, entry in enumerate(_arr(doc["files"], "files")):
+            fp = _at("files", i)
+            _obj(entry, fp, required=("path", "sha256", "size_bytes"), allowed=("path", "sha256", "size_bytes"))
+            _safe_relative(entry["path"], _at(fp, "path"))
+            _sha(entry["sha256"], _at(fp, "sha256"))
+            if entry["sha256"] is None:
+                raise _Bad(f"{_at(fp, 'sha256')} must be a sha256; got null")
+            _count(entry["size_bytes"], _at(fp, "size_bytes"))
+            if entry["path"] in seen or entry["path"] == "manifest.json":
+                raise _Bad(f"{_at(fp, 'path')} {_show(entry['path'])} is listed twice or is the manifest itself")
+            seen.add(entry["path"])
+    except _Bad as exc:
+        return str(exc)
+    return None
+
+
+def load_manifest(report_dir: str | Path) -> dict:
+    """REPORT_DIR/manifest.json, checked: ContractError naming the file and the problem."""
+    path = Path(report_dir) / "manifest.json"
+    data = _read_bytes(path, MAX_MANIFEST_BYTES, _MANIFEST_FIX)
+    try:
+        doc = json.loads(data.decode("utf-8"), parse_constant=_refuse_constant)
+    except RecursionError:
+        raise ContractError("is not readable JSON: nested too deeply", path=path, fix=_MANIFEST_FIX) from None
+    except UnicodeDecodeError as exc:
+        raise ContractError(f"is not UTF-8 text (byte {exc.start})", path=path, fix=_MANIFEST_FIX) from None
+    except ValueError as exc:
+        raise ContractError(f"is not readable JSON: {str(exc)[:200]}", path=path, fix=_MANIFEST_FIX) from None
+    problem = manifest_problem(doc)
+    if problem:
+        raise ContractError(f"not a manifest.json of this gate ({problem})", path=path, fix=_MANIFEST_FIX)
+    return doc

@@ -38,6 +38,7 @@ class RuleResult:
     n: int | None = None
     groups: tuple[dict, ...] = ()  # per-subgroup tests of a per-group rule
     line: int | None = None  # of the rule in the policy file (annotations point there)
+    vs: str = "base"  # what the candidate was compared with: base, baseline or first_baseline (policy.VS)
 
     def to_dict(self) -> dict:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -316,15 +317,16 @@ _Member = tuple[str, str, int, MetricResult | None, MetricSpec]  # (grouping, su
 def _family(rule: Rule, cand: CandidateMeasurements) -> list[_Member]:
     """(grouping, subgroup, n, measurement, spec) of every test this rule makes."""
     spec = get_metric(rule.metric)
+    # which groupings a rule judges, by their kind: per: group the data.groups columns, per: class the true
+    # classes, per: perturbation the perturbed copies; fairness metrics compare the data.groups subgroups
+    wanted = "group" if spec.kind == FAIRNESS else rule.per
     out = []
     for grouping in cand.groupings:
-        is_class = grouping.name == "class"
-        if spec.kind == FAIRNESS:
-            if not is_class:
-                out.append((grouping.name, "(between subgroups)", sum(g.n for g in grouping.groups),
-                            grouping.fairness.get(rule.metric), spec))
+        if grouping.kind != wanted:
             continue
-        if (rule.per == "class") != is_class:
+        if spec.kind == FAIRNESS:
+            out.append((grouping.name, "(between subgroups)", sum(g.n for g in grouping.groups),
+                        grouping.fairness.get(rule.metric), spec))
             continue
         if rule.scope == "gap":
             out.append((grouping.name, "(best minus worst)", sum(g.n for g in grouping.groups),
@@ -437,19 +439,20 @@ def _family_reason(rule: Rule, entries: list[dict], decision: str, worst: _Test 
     """The rule's reason: unjudgeable subgroups, the headline, how many failed, which were too small."""
     small = [e for e in entries if e["status"] == "too_small"]
     errors = [e for e in entries if e["status"] == ERROR]
+    noun = "perturbation" if rule.per == "perturbation" else "subgroup"
     parts = []
     if errors:
-        parts.append(f"{len(errors)} subgroup(s) could not be judged: {errors[0]['where']}: {errors[0]['reason']}")
+        parts.append(f"{len(errors)} {noun}(s) could not be judged: {errors[0]['where']}: {errors[0]['reason']}")
     if worst:
         w = worst.entry
         which = "worst" if decision == PASS else f"worst {w['status']}"
-        parts.append(f"{which} of {size} subgroup test(s): {w['where']}: {w['reason']}")
+        parts.append(f"{which} of {size} {noun} test(s): {w['where']}: {w['reason']}")
     failing = [e for e in entries if e["status"] == FAIL]
     if len(failing) > 1:
-        parts.append(f"{len(failing)} subgroups beyond the bound")
+        parts.append(f"{len(failing)} {noun}s beyond the bound")
     if small:
         shown = ", ".join(f"{e['where']} ({e['n']})" for e in small[:5])
-        parts.append(f"{len(small)} subgroup(s) too small to judge (< {rule.min_samples} samples): {shown}"
+        parts.append(f"{len(small)} {noun}(s) too small to judge (< {rule.min_samples} samples): {shown}"
                      + (" …" if len(small) > 5 else ""))
     if decision == "too_small":
         parts.insert(0, parts.pop())
@@ -470,7 +473,7 @@ def _aggregate(rule: Rule, tests: list[_Test], *, inconclusive: str, small_group
                       interval=[w_frame.low, w_frame.high] if w_frame else None,
                       base=worst.entry["base"] if worst else None,
                       candidate=worst.entry["candidate"] if worst else None,
-                      bound_text=(w_frame.bound_text + (" in every subgroup" if rule.scope != "gap" and
+                      bound_text=(w_frame.bound_text + (_every(rule) if rule.scope != "gap" and
                                                          get_metric(rule.metric).kind != FAIRNESS else ""))
                       if w_frame else "",
                       reason=_family_reason(rule, entries, decision, worst, size),
@@ -478,11 +481,18 @@ def _aggregate(rule: Rule, tests: list[_Test], *, inconclusive: str, small_group
                       groups=tuple(entries))
 
 
+def _every(rule: Rule) -> str:
+    return " under every perturbation" if rule.per == "perturbation" else " in every subgroup"
+
+
 def evaluate_grouped(rule: Rule, cand: CandidateMeasurements, *, confidence: float, inconclusive: str,
                      correction: str, small_groups: str) -> RuleResult:
     """A rule over many subgroups: one family of tests, family-wise error held by `correction`.
     _family (the tests) -> _test_entries (frames, p-values) -> _correct (decisions) -> _aggregate (the rule)."""
     members = _family(rule, cand)
+    if not members and rule.per == "perturbation":
+        return _error(rule, f"{rule.text}: nothing was measured under perturbations (list them under "
+                            "perturbations: in the policy, and measure again with it)", None)
     if not members:
         return _error(rule, f"{rule.text}: there are no subgroups to judge (check data.groups)", None)
     label = f"{rule.metric} gap" if rule.scope == "gap" else rule.metric
@@ -547,16 +557,46 @@ def _judge_rule(policy: Policy, rule: Rule, cand: CandidateMeasurements, confide
                                 correction=policy.correction, small_groups=policy.small_groups)
     if rule.target:
         return _on_target(rule, cand, confidence=confidence, inconclusive=policy.inconclusive)
+    if rule.vs != "base":
+        return _against_release(policy, rule, cand, confidence=confidence)
     return evaluate(rule, cand.metrics.get(rule.metric), confidence=confidence, inconclusive=policy.inconclusive)
 
 
 def judge_candidate(policy: Policy, cand: CandidateMeasurements, *, confidence: float) -> CandidateVerdict:
     if cand.error:
-        rules = tuple(replace(_error(rule, "the candidate could not be measured", None), line=rule.line)
+        rules = tuple(replace(_error(rule, "the candidate could not be measured", None), line=rule.line, vs=rule.vs)
                       for rule in policy.rules)
         return _candidate_verdict(cand.name, rules, error=cand.error)
-    results = tuple(replace(_judge_rule(policy, rule, cand, confidence), line=rule.line) for rule in policy.rules)
+    results = tuple(replace(_judge_rule(policy, rule, cand, confidence), line=rule.line, vs=rule.vs)
+                    for rule in policy.rules)
     return _candidate_verdict(cand.name, results)
+
+
+def _against_release(policy: Policy, rule: Rule, cand: CandidateMeasurements, *, confidence: float) -> RuleResult:
+    """A rule against a blessed release: judged like any rule on the paired comparison with that release's
+    stored outputs; without a usable release it says why, and only a damaged one (or a missing one the policy
+    requires) blocks."""
+    against = rule.vs.replace("_", " ")
+    comparison = cand.releases.get(rule.vs)
+    if comparison is None:
+        return _error(rule, f"{rule.metric} was not measured against the {against}: measure again with this "
+                            "policy (its baseline: and this rule)", None)
+    release = comparison.release or {}
+    which = f"release {release.get('index')} ({release.get('name')}, blessed {release.get('blessed_at')})" \
+        if release else f"the {against}"
+    if comparison.status == "missing":
+        required = policy.baseline is not None and policy.baseline.required
+        result = _error(rule, f"{comparison.reason}; the policy requires a baseline (baseline: required: true)"
+                        if required else f"not judged: {comparison.reason}", None)
+        return result if required else replace(result, status=WARN, blocking=False)
+    if comparison.status == "different_data":
+        status, blocking = _status(INCONCLUSIVE, rule, policy.inconclusive)
+        return replace(_error(rule, comparison.reason, None), status=status, blocking=blocking)
+    if comparison.status != "compared":
+        return _error(rule, f"the {against} cannot be trusted: {comparison.reason}", None)
+    result = evaluate(rule, comparison.metrics.get(rule.metric), confidence=confidence,
+                      inconclusive=policy.inconclusive)
+    return replace(result, reason=f"against {which}: {result.reason}")
 
 
 def _on_target(rule: Rule, cand: CandidateMeasurements, *, confidence: float, inconclusive: str) -> RuleResult:

@@ -6,7 +6,11 @@ Format history of results.json (`format`):
       model footprint (weights by dtype, sparsity, MACs); candidates[speed, targets];
       provenance.target (a `gate measure --target` file);
       metrics[].relative_interval and evidence.relative_grid (relative bounds judged on a
-      paired ratio, not on the delta scaled by |base|).
+      paired ratio, not on the delta scaled by |base|); candidates[flips, calibration] (changed
+      predictions for flips.csv, reliability tables); groupings[].kind (group | class | perturbation:
+      what a per: rule judges; before it, a grouping named "class" was the classes) and
+      groups[].parameters (a perturbation's kind and parameters); candidates[layers] (where the
+      error enters: tensor by tensor agreement with the base).
 
 The format is described by the JSON Schema gate/schemas/results.schema.json (SCHEMA; a change of shape
 changes it, and FORMAT when old readers would misread the file) and read only through gate/contract.py.
@@ -92,36 +96,41 @@ class GroupResult:
     metrics: dict[str, MetricResult] = field(default_factory=dict)
     flips: int | None = None
     negative_flips: int | None = None
+    parameters: dict | None = None  # a perturbation's {kind, its parameters, seed}; None for a subgroup
 
     def to_dict(self) -> dict:
         return {"key": self.key, "n": self.n, "flips": self.flips, "negative_flips": self.negative_flips,
-                "metrics": {k: v.to_dict() for k, v in self.metrics.items()}}
+                "metrics": {k: v.to_dict() for k, v in self.metrics.items()}, "parameters": self.parameters}
 
     @classmethod
     def from_dict(cls, d: dict) -> GroupResult:
         return cls(key=d["key"], n=d["n"], flips=d.get("flips"), negative_flips=d.get("negative_flips"),
-                   metrics=_metrics(d["metrics"]))
+                   metrics=_metrics(d["metrics"]), parameters=d.get("parameters"))
 
 
 @dataclass(frozen=True, kw_only=True)
 class GroupingResult:
-    """Every subgroup of one group column (or intersection of columns, or the true class)."""
-    name: str  # "region", "region × device", "class"
+    """Every subgroup of one group column (or intersection of columns, or the true class), or every
+    perturbation of the inputs (each "group" is then all samples, perturbed)."""
+    name: str  # "region", "region × device", "class", "perturbation"
     columns: tuple[str, ...]
     groups: tuple[GroupResult, ...]
     gaps: dict[str, MetricResult] = field(default_factory=dict)  # metric -> best-minus-worst gap
     fairness: dict[str, MetricResult] = field(default_factory=dict)  # e.g. demographic_parity_difference
     min_samples: int = 0  # groups below it were left out of the gaps
+    kind: str = "group"  # group | class | perturbation (contract.GROUPING_KINDS): the per: rules that judge it
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "columns": list(self.columns), "min_samples": self.min_samples,
+        return {"name": self.name, "kind": self.kind, "columns": list(self.columns), "min_samples": self.min_samples,
                 "groups": [g.to_dict() for g in self.groups],
                 "gaps": {k: v.to_dict() for k, v in self.gaps.items()},
                 "fairness": {k: v.to_dict() for k, v in self.fairness.items()}}
 
     @classmethod
     def from_dict(cls, d: dict) -> GroupingResult:
-        return cls(name=d["name"], columns=tuple(d["columns"]), min_samples=d.get("min_samples", 0),
+        # files from before `kind` existed: the true classes were the grouping named "class"
+        kind = d.get("kind") or ("class" if d["name"] == "class" else "group")
+        return cls(name=d["name"], kind=kind, columns=tuple(d["columns"]), min_samples=d.get("min_samples", 0),
                    groups=tuple(GroupResult.from_dict(g) for g in d["groups"]),
                    gaps=_metrics(d.get("gaps", {})), fairness=_metrics(d.get("fairness", {})))
 
@@ -145,6 +154,26 @@ class TargetResult:
 
 
 @dataclass(frozen=True, kw_only=True)
+class ReleaseComparison:
+    """A candidate against a blessed release (`vs: baseline` / `vs: first_baseline`), paired on the release's
+    stored per-sample outputs. status: compared | missing (nothing blessed yet) | different_data (blessed on
+    other samples: undecidable) | damaged (the record or its outputs failed their checks: never trusted)."""
+    status: str
+    release: dict | None = None  # the blessed release: index, name, model_sha256, blessed_at, forced, reason, ...
+    reason: str | None = None
+    metrics: dict[str, MetricResult] = field(default_factory=dict)  # delta = candidate - release
+
+    def to_dict(self) -> dict:
+        return {"status": self.status, "release": self.release, "reason": self.reason,
+                "metrics": {k: v.to_dict() for k, v in self.metrics.items()}}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ReleaseComparison:
+        return cls(status=d["status"], release=d.get("release"), reason=d.get("reason"),
+                   metrics=_metrics(d.get("metrics") or {}))
+
+
+@dataclass(frozen=True, kw_only=True)
 class CandidateMeasurements:
     info: ModelInfo
     metrics: dict[str, MetricResult] = field(default_factory=dict)
@@ -157,6 +186,15 @@ class CandidateMeasurements:
     # NaN or infinite outputs: {count, n, first: [sample indices]}; nothing computed from outputs is judged
     nonfinite: dict | None = None
     notes: tuple[str, ...] = ()  # facts a reader should know (e.g. outputs that depend on the batch size)
+    releases: dict[str, ReleaseComparison] = field(default_factory=dict)  # "baseline" / "first_baseline"
+    # classification: the changed predictions (gate/measure/flips.py: counts, rows negative first, the largest
+    # changes, thumbnails of image inputs), written to flips.csv; None for regression and files before it existed
+    flips: dict | None = None
+    # reliability tables of base and candidate in the 15 bins of `ece` (gate/measure/calibration.py), or None
+    calibration: dict | None = None
+    # where the error enters: base and candidate compared tensor by tensor (gate/measure/tensors.py,
+    # LayerAgreement.to_dict()); None when the policy turns it off. A diagnosis: the judge never reads it
+    layers: dict | None = None
 
     @property
     def name(self) -> str:
@@ -167,7 +205,9 @@ class CandidateMeasurements:
                 "groupings": [g.to_dict() for g in self.groupings],
                 "change_matrix": self.change_matrix, "error": self.error, "error_kind": self.error_kind,
                 "speed": self.speed, "targets": {k: v.to_dict() for k, v in self.targets.items()},
-                "nonfinite": self.nonfinite, "notes": list(self.notes)}
+                "nonfinite": self.nonfinite, "notes": list(self.notes),
+                "releases": {k: v.to_dict() for k, v in self.releases.items()},
+                "flips": self.flips, "calibration": self.calibration, "layers": self.layers}
 
     @classmethod
     def from_dict(cls, d: dict) -> CandidateMeasurements:
@@ -175,7 +215,9 @@ class CandidateMeasurements:
                    groupings=tuple(GroupingResult.from_dict(g) for g in d.get("groupings", [])),
                    change_matrix=d.get("change_matrix"), error=d.get("error"), error_kind=d.get("error_kind"),
                    speed=d.get("speed"), nonfinite=d.get("nonfinite"), notes=tuple(d.get("notes") or ()),
-                   targets={k: TargetResult.from_dict(v) for k, v in (d.get("targets") or {}).items()})
+                   targets={k: TargetResult.from_dict(v) for k, v in (d.get("targets") or {}).items()},
+                   releases={k: ReleaseComparison.from_dict(v) for k, v in (d.get("releases") or {}).items()},
+                   flips=d.get("flips"), calibration=d.get("calibration"), layers=d.get("layers"))
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 
@@ -13,8 +14,12 @@ from gate.errors import GateInputError
 from gate.files import sha256_of
 from gate.measure.compare import as_the_base_itself, compare, footprint, is_footprint
 from gate.measure.footprint import footprint_result, model_facts
-from gate.measure import groups
+from gate.measure.tensors import diagnose
+from gate.measure import groups, perturb
 from gate.measure.agreement import change_matrix
+from gate.measure.calibration import calibration
+from gate.measure.flips import first_negative, flip_table
+from gate.measure.thumbnails import image_input, png_base64
 from gate.measure.registry import FAIRNESS, MEMORY, SPEED, default_metrics, get_metric
 from gate.measurements import CandidateMeasurements, Measurements, MetricResult, ModelInfo, TargetResult
 from gate.models import open_runner
@@ -125,7 +130,7 @@ def measure(policy: Policy, *, show_progress: bool | None = None, target: str | 
                              fix="store numeric targets")
     names, judged = metrics_to_measure(policy)
     each, gaps, fairness, per_class = groups.wanted(policy.rules)
-    if any(r.grouped and r.per != "class" for r in policy.rules) and not dataset.group_keys:
+    if any(r.grouped and r.per not in ("class", "perturbation") for r in policy.rules) and not dataset.group_keys:
         raise GateInputError("has no group columns configured, but a rule judges subgroups", path=policy.source,
                              fix="name the group columns under data: groups: [column, ...]")
     groupings = groups.groupings_for(dataset.columns, dataset.group_keys, dataset.labels, per_class=per_class)
@@ -189,8 +194,12 @@ def measure(policy: Policy, *, show_progress: bool | None = None, target: str | 
                 del runners[name]
         progress.advance(stop - start)
     progress.close()
+    perturbed, perturbed_notes = _under_perturbations(policy, base_runner, runners, collector, y, n,
+                                                      show_progress=show_progress)
 
     base_pred = base_col.result()
+    drawn: dict[int, str | None] = {}  # thumbnails of samples, drawn once for every candidate that flips them
+    releases = _releases(policy)
     measured = {}
     for name in runners:
         cand_pred, agreement = cols[name].result(), agreements[name].result()
@@ -223,13 +232,23 @@ def measure(policy: Policy, *, show_progress: bool | None = None, target: str | 
         grouped = groups.measure_groupings(
             groupings, base=base_pred, cand=cand_pred, agreement=agreement, y=y, task=policy.task, each=each,
             gaps=gaps, fairness=fairness, confidence=policy.confidence, bootstrap=policy.bootstrap, seed=policy.seed)
-        notes = batch_notes(policy, base_info, info) + _output_notes(base_runner, runners[name])
+        grouped += (perturbed[name],) if name in perturbed else ()
+        notes = batch_notes(policy, base_info, info) + _output_notes(base_runner, runners[name]) + perturbed_notes
         if info.sha256 == base_info.sha256:
             metrics, grouped = _the_base_itself(metrics, grouped)
             notes += ("This candidate is the base's own file (the same sha256): every comparison with the base is "
                       "exact (no difference, perfect agreement), not estimated from the samples.",)
         measured[name] = CandidateMeasurements(info=info, metrics=metrics, groupings=grouped,
-                                               change_matrix=change_matrix(base_pred, cand_pred), notes=notes)
+                                               change_matrix=change_matrix(base_pred, cand_pred), notes=notes,
+                                               releases=_against_releases(policy, releases, cand_pred, info, y,
+                                                                          dataset.sha256))
+        measured[name] = replace(measured[name], **_flips_and_calibration(policy.task, base_pred, cand_pred, y,
+                                                                          classes, dataset, base_runner, drawn))
+    if policy.diagnostics.layers:  # where the error enters: explains a result, never judged, never fatal
+        for name, cand in list(measured.items()):
+            measured[name] = replace(cand, layers=diagnose(
+                base_runner, runners[name], samples=min(policy.diagnostics.layer_samples, n), batch=batch,
+                identical=cand.info.sha256 == base_info.sha256))
 
     base_metrics = {}
     if y is not None:
@@ -261,6 +280,162 @@ def measure(policy: Policy, *, show_progress: bool | None = None, target: str | 
                     "started": started, "finished": provenance.now(), "command": provenance.command(),
                     "policy": {"path": policy.source, "sha256": policy.sha256}},
     )
+
+
+def _releases(policy: Policy) -> dict:
+    """The blessed releases the rules compare with (vs: baseline / first_baseline), loaded once."""
+    from gate.baseline import load_releases
+
+    wanted = {r.vs for r in policy.rules if r.vs != "base"}
+    return load_releases(policy.baseline.path, wanted) if wanted and policy.baseline else {}
+
+
+def _against_releases(policy: Policy, releases: dict, cand_pred, info: ModelInfo, y, data_sha256: str) -> dict:
+    from gate.baseline import compare_with_release
+
+    out = {}
+    for vs, loaded in releases.items():
+        metrics = sorted({r.metric for r in policy.rules if r.vs == vs})
+        out[vs] = compare_with_release(loaded, metrics=metrics, cand=cand_pred, cand_sha256=info.sha256, y=y,
+                                       data_sha256=data_sha256, task=policy.task, confidence=policy.confidence,
+                                       bootstrap=policy.bootstrap, seed=policy.seed)
+    return out
+
+
+def _flips_and_calibration(task: str, base_pred, cand_pred, y, classes, dataset: Dataset, base_runner,
+                           drawn: dict) -> dict:
+    """A classifier's changed predictions (with thumbnails of the first negative flips when the input is an
+    image) and the reliability tables of base and candidate: for flips.csv and report.html."""
+    if task != "classification":
+        return {}
+    columns = dict.fromkeys(k for g in dataset.group_keys for k in (g if isinstance(g, tuple) else (g,)))
+    table = flip_table(base_pred, cand_pred, y, classes=classes, groups={k: dataset.columns[k] for k in columns},
+                       lines=dataset.row_lines)
+    if table is not None:
+        table["thumbnails"] = _thumbnails(base_runner, first_negative(table), drawn)
+    return {"flips": table, "calibration": calibration(base_pred, cand_pred, y)}
+
+
+def _thumbnails(runner, rows: list[dict], drawn: dict) -> list[dict]:
+    """Small PNGs of the base's first image input for these flips; none when no input is image-shaped."""
+    if not rows or not hasattr(runner, "sample"):
+        return []
+    name = image_input(runner.sample(rows[0]["index"]))
+    if name is None:
+        return []
+    out = []
+    for row in rows:
+        i = row["index"]
+        if i not in drawn:
+            drawn[i] = png_base64(runner.sample(i)[name])
+        if drawn[i] is not None:
+            out.append({"index": i, "input": name, "label": row["label"], "base": row["base"],
+                        "candidate": row["candidate"], "png": drawn[i]})
+    return out
+
+
+def _under_perturbations(policy: Policy, base_runner, runners: dict, collector, y, n: int, *,
+                         show_progress: bool | None) -> tuple[dict, tuple[str, ...]]:
+    """Base and every candidate run again on each perturbed copy of the data (policy.perturbations), batch by
+    batch as on the clean data, the labels the clean ones; each candidate is compared with the base under the
+    same perturbation. -> ({candidate: the "perturbation" GroupingResult}, notes). A perturbation under which
+    the base fails (an error, NaN outputs) or the candidate does is recorded as unavailable for it: the rules
+    on it are errors, never passes."""
+    if not policy.perturbations or not runners:
+        return {}, ()
+    columns, notes = _perturbed_inputs(policy, base_runner)
+    each = groups.wanted_under_perturbation(policy.rules)
+    batch, _ = policy.quality_batch
+    progress = Progress(n * len(policy.perturbations), "under perturbations", enabled=show_progress)
+    found: dict[str, list] = {name: [] for name in runners}
+    for p in policy.perturbations:
+        parameters = {"kind": p.kind, **p.parameters, "seed": policy.seed, "index": p.index}
+        inputs = columns if p.kind not in perturb.IMAGE_ONLY else \
+            {k: c for k, c in columns.items() if perturb.is_image_shaped(c)}
+        transform = perturb.Perturber(p, seed=policy.seed, columns=inputs)
+        base_col = collector(f"{policy.base.path} under {p.name}")
+        cols = {name: collector(f"{runner.path} under {p.name}") for name, runner in runners.items()}
+        agreements = {name: AgreementCollector(n) for name in runners}
+        failed: dict[str, str] = {}
+        base_failed = None
+        with contextlib.ExitStack() as stack:
+            for runner in (base_runner, *runners.values()):
+                stack.enter_context(runner.transformed(transform))
+            for start in range(0, n, batch):
+                stop = min(start + batch, n)
+                labels = y[start:stop] if y is not None else None
+                try:
+                    base_raw = base_runner.run(start, stop)
+                    base_logp = base_col.add(base_raw, labels, start, stop)
+                except Exception as exc:  # the base fails under this perturbation, not the whole run
+                    base_failed = f"the base failed under {p.name} on samples {start}..{stop - 1}: " \
+                                  f"{type(exc).__name__}: {str(exc).strip()[:300]}"
+                    break
+                for name, runner in runners.items():
+                    if name in failed:
+                        continue
+                    try:
+                        raw = runner.run(start, stop)
+                        agreements[name].add(base_raw, raw, base_logp, cols[name].add(raw, labels, start, stop),
+                                             start, stop)
+                    except Exception as exc:  # only this candidate's comparison under it is lost
+                        failed[name] = f"the candidate failed under {p.name} on samples {start}..{stop - 1}: " \
+                                       f"{type(exc).__name__}: {str(exc).strip()[:300]}"
+                progress.advance(stop - start)
+        if base_failed is None and base_col.nonfinite:
+            base_failed = f"the base itself fails under {p.name}: {_nonfinite_text(base_col.nonfinite)}"
+        for name in runners:
+            reason = base_failed or failed.get(name) or (
+                f"the candidate gave {_nonfinite_text(cols[name].nonfinite)} under {p.name}"
+                if cols[name].nonfinite else None)
+            if reason:
+                found[name].append(groups.not_under_perturbation(p.name, parameters, n, task=policy.task,
+                                                                 labelled=y is not None, each=each, reason=reason))
+                continue
+            found[name].append(groups.under_perturbation(
+                p.name, parameters, base=base_col.result(), cand=cols[name].result(),
+                agreement=agreements[name].result(), y=y, task=policy.task, each=each, confidence=policy.confidence,
+                bootstrap=policy.bootstrap, seed=policy.seed + p.index))
+    progress.close()
+    return {name: groups.perturbation_grouping(found[name]) for name in runners}, notes
+
+
+def _nonfinite_text(nonfinite: dict) -> str:
+    first = ", ".join(map(str, nonfinite["first"])) + (" ..." if nonfinite["count"] > len(nonfinite["first"]) else "")
+    return f"NaN or infinite outputs for {nonfinite['count']:,} of {nonfinite['n']:,} samples (samples {first})"
+
+
+def _perturbed_inputs(policy: Policy, base_runner) -> tuple[dict, tuple[str, ...]]:
+    """data key -> the clean data of every input the base takes as floating point (what perturbations change),
+    and notes on the inputs left as they are. Refused (exit 2, naming the policy line): no float input at all,
+    and brightness or contrast without an image-shaped input."""
+    floats = base_runner.float_columns()
+    first = policy.perturbations[0]
+    model = base_runner.path.name
+    if not floats:
+        raise GateInputError(f"lists perturbations, but every input of the base {model} is an integer or boolean "
+                             f"tensor ({', '.join(base_runner.input_names)}): token ids and indices have no noise "
+                             "level", path=policy.source, line=first.line,
+                             fix="remove perturbations: (they apply to floating-point inputs: features, signals, "
+                                 "images)")
+    for p in policy.perturbations:
+        if p.kind in perturb.IMAGE_ONLY and not any(perturb.is_image_shaped(c) for _, c in floats.values()):
+            shapes = ", ".join(f"'{name}' {tuple(c.shape[1:])}" for name, (_, c) in floats.items())
+            raise GateInputError(f"perturbation {p.name!r} ({p.kind}) changes images, but no float input of the "
+                                 f"base {model} is image-shaped (samples of 2 or 3 axes): {shapes}",
+                                 path=policy.source, line=p.line,
+                                 fix="use gaussian_noise, dropout or quantize on these inputs")
+    notes = []
+    others = [name for name in base_runner.input_names if name not in floats]
+    if others:
+        notes.append(f"Under perturbations, the inputs {', '.join(others)} of the base are left as they are: "
+                     "perturbations change floating-point inputs only (token ids and indices have no noise level).")
+    flat = [name for name, (_, c) in floats.items() if not perturb.is_image_shaped(c)]
+    lighting = [p.name for p in policy.perturbations if p.kind in perturb.IMAGE_ONLY]
+    if lighting and flat:
+        notes.append(f"{', '.join(lighting)} changed the image-shaped inputs only; {', '.join(flat)} left as they "
+                     "are.")
+    return {key: column for key, column in floats.values()}, tuple(notes)
 
 
 def _the_base_itself(metrics: dict, grouped: tuple) -> tuple[dict, tuple]:
@@ -347,3 +522,30 @@ def measure_target(policy: Policy, target: str, *, settled: Settled | None = Non
                     "target": {"name": target, "host": host,
                                "base_metrics": device.base_metrics if device else {}}},
     )
+
+
+def outputs_of(policy: Policy, ref: ModelRef, *, show_progress: bool | None = None):
+    """One model's per-sample predictions and scores on the policy's data, read as `measure` reads them (the
+    same classes, batch size and output): what `gate bless` stores for a release. -> (Predictions, Dataset)"""
+    dataset = load_dataset(policy.data, max_mb=policy.max_file_mb)
+    runner, _ = _open(ref, policy, dataset)
+    classes = None
+    y = dataset.labels
+    if policy.task == "classification":
+        classes = resolve_classes(policy.data.classes, getattr(runner, "classes", None),
+                                  policy=policy.source, base=str(ref.path))
+        y = label_indices(y, classes, data=str(dataset.path), model=str(ref.path))
+    keep_probs = any("probs" in get_metric(r.metric).needs for r in policy.rules if get_metric(r.metric))
+    col = Collector(n=dataset.n, task=policy.task, scores=policy.scores, keep_probs=keep_probs, where=str(ref.path),
+                    labels_where=str(dataset.path), classes=classes)
+    batch, _ = policy.quality_batch
+    progress = Progress(dataset.n, "running", enabled=show_progress)
+    for start in range(0, dataset.n, batch):
+        stop = min(start + batch, dataset.n)
+        col.add(runner.run(start, stop), y[start:stop] if y is not None else None, start, stop)
+        progress.advance(stop - start)
+    progress.close()
+    if col.nonfinite:
+        raise GateInputError(f"gave NaN or infinite outputs for {col.nonfinite['count']:,} samples", path=ref.path,
+                             fix="a release with NaN outputs cannot be a baseline")
+    return col.result(), dataset

@@ -23,17 +23,21 @@ except ImportError:  # pragma: no cover - PyYAML built without libyaml
     _CParser = None
 
 from gate.errors import GateInputError
+from gate.measure.perturb import KINDS as PERTURBATION_KINDS, default_name as perturbation_name
 from gate.measure.registry import FAIRNESS, QUALITY, get_metric, known_names, metric_name_schema
 from gate.resources import policies_dir
-from gate.schema import AnyOf, DictOf, ListOf, Num, Obj, Problem, Str, key_part, show, where
+from gate.schema import AnyOf, Bool, DictOf, ListOf, Num, Obj, Problem, Str, key_part, show, where
 
 ABSOLUTE_BOUNDS = ("min", "max")
 DROP_BOUNDS = ("max_drop", "max_relative_drop")
+VS = ("base", "baseline", "first_baseline")  # what a rule compares the candidate with
 INCREASE_BOUNDS = ("max_increase", "max_relative_increase")
 BOUNDS = ABSOLUTE_BOUNDS + DROP_BOUNDS + INCREASE_BOUNDS
 DEFAULT_MIN_SAMPLES = 30  # subgroups smaller than this are too small to judge
 DEFAULT_QUALITY_BATCH = 1024  # samples per inference call for quality, unless the policy says otherwise
 MAX_BATCH = 1_000_000
+DEFAULT_LAYER_SAMPLES = 256  # samples the tensor-by-tensor comparison runs on (diagnostics.layer_samples)
+MAX_LAYER_SAMPLES = 100_000
 
 _MODEL = AnyOf((
     Str(description="path to the model file, relative to the policy file", path=True),
@@ -66,14 +70,38 @@ _RULE_FIELDS: dict = {
     "max_increase": Num(minimum=0, description="lower-is-better metrics: candidate - base <= max_increase (metric units)"),
     "max_relative_increase": Num(minimum=0, description="lower-is-better metrics: (candidate - base) / base <= this fraction"),
     "severity": Str(enum=("fail", "warn"), description="what breaking this rule does (default fail)"),
-    "per": Str(enum=("group", "class"), description="apply to every subgroup of every data.groups column, "
-               "or to every true class"),
+    "per": Str(enum=("group", "class", "perturbation"), description="apply to every subgroup of every "
+               "data.groups column, to every true class, or under every entry of perturbations (the candidate's "
+               "change against the base's under the same perturbation)"),
     "scope": Str(enum=("each", "worst_group", "gap"), description="with per: each subgroup (default), the worst "
                  "subgroup's value, or the best-minus-worst gap"),
     "min_samples": Num(minimum=1, integer=True, description="subgroups smaller than this are reported as too "
                        "small to judge (default 30)"),
     "target": Str(description="speed and memory metrics: judge the numbers measured on this latency.targets "
                   "entry (`gate measure --target NAME` on that device)"),
+    "vs": Str(enum=VS, description="what the candidate is compared with: the base model (default), the "
+              "blessed baseline (the last release, `gate bless`), or the first blessed release (the drift over "
+              "every release since); judged paired on the baseline's stored per-sample outputs"),
+}
+
+_PERTURBATION_FIELDS: dict = {
+    "name": Str(description="label in reports (default: the kind and its parameters, e.g. "
+                "'gaussian_noise snr 20 dB')"),
+    "kind": Str(enum=tuple(PERTURBATION_KINDS), description="gaussian_noise (snr_db), dropout (rate, value), "
+                "quantize (bits), brightness (delta) or contrast (factor); brightness and contrast only on "
+                "image-shaped inputs"),
+    "snr_db": Num(minimum=-20, maximum=80, description="gaussian_noise: each sample's signal-to-noise ratio in dB "
+                  "(noise power = the sample's mean square / 10^(snr_db/10))"),
+    "rate": Num(exclusive_minimum=0, exclusive_maximum=1, description="dropout: the share of feature values "
+                "replaced by `value`, each drawn independently"),
+    "value": Num(description="dropout: what a dropped (missing) feature reads as, the fill value the device "
+                 "uses (default 0; finite: NaN inputs are refused)"),
+    "bits": Num(minimum=1, maximum=16, integer=True, description="quantize: 2^bits levels spread evenly over each "
+                "feature's observed range"),
+    "delta": Num(minimum=-1, maximum=1, description="brightness: shift by this fraction of the input's observed "
+                 "range, clipped to it"),
+    "factor": Num(minimum=0, maximum=10, description="contrast: scale each sample's deviation from its mean by "
+                  "this, clipped to the input's observed range"),
 }
 
 _LATENCY_FIELDS: dict = {
@@ -132,6 +160,21 @@ SCHEMA = Obj(
                                           description="named device profiles, measured with `gate measure "
                                                       "--target NAME` on that device")},
                        description="how speed and memory are measured (only when a rule asks for them)"),
+        "baseline": AnyOf((
+            Str(description="folder of blessed releases (`gate bless`), relative to the policy file", path=True),
+            Obj({"path": Str(description="folder of blessed releases", path=True),
+                 "required": Bool(description="fail the rules judged against the baseline when it has no blessed "
+                                  "release yet (default false: reported, not judged)")}, required=("path",)),
+        ), description="the blessed baselines rules with `vs: baseline` or `vs: first_baseline` compare with"),
+        "perturbations": ListOf(Obj(_PERTURBATION_FIELDS, required=("kind",)), min_items=1, description=(
+            "perturbed copies of the float inputs base and candidates are also run on (seeded by seed and the "
+            "entry's position); rules with per: perturbation judge the candidate under each")),
+        "diagnostics": Obj({
+            "layers": Bool(description="compare base and ONNX candidates tensor by tensor to show where the error "
+                           "enters (report only, never judged; default true)"),
+            "layer_samples": Num(minimum=1, maximum=MAX_LAYER_SAMPLES, integer=True, description="samples the "
+                                 f"tensor-by-tensor comparison runs on (default {DEFAULT_LAYER_SAMPLES})"),
+        }, description="what is measured to explain a result, beside what the rules judge"),
         "rules": ListOf(Obj(_RULE_FIELDS, required=("metric",)), min_items=1, description="the rules every candidate must meet"),
     },
     required=("version", "rules"),
@@ -165,6 +208,22 @@ class DataSpec:
 
 
 @dataclass(frozen=True, kw_only=True)
+class BaselineSpec:
+    path: Path  # the folder `gate bless` writes (blessings.json and the stored outputs)
+    required: bool = False  # without a blessed release yet: rules against it fail instead of being skipped
+
+
+@dataclass(frozen=True, kw_only=True)
+class Perturbation:
+    """One entry of the policy's perturbations: a perturbed copy of the float inputs (gate/measure/perturb.py)."""
+    index: int  # 1-based, as users count; with the policy's seed, it seeds the entry's random draws
+    line: int | None
+    name: str
+    kind: str  # a key of gate.measure.perturb.KINDS
+    parameters: dict  # the kind's parameters, defaults filled in (dropout's value)
+
+
+@dataclass(frozen=True, kw_only=True)
 class Rule:
     index: int  # 1-based, as users count
     line: int | None
@@ -177,6 +236,7 @@ class Rule:
     scope: str = "each"  # "each" | "worst_group" | "gap"
     min_samples: int = DEFAULT_MIN_SAMPLES
     target: str | None = None  # a latency.targets name: judged on what was measured there
+    vs: str = "base"  # one of VS: the base model, the last blessed release, or the first one
 
     @property
     def text(self) -> str:
@@ -185,7 +245,8 @@ class Rule:
         what = f"{self.metric} {self.scope}" if self.scope != "each" else self.metric
         where = f" per {self.per}" if self.per else ""
         on = f" on {self.target}" if self.target else ""
-        return f"{what} {self.bound_kind} {self.bound:g}{where}{on}"
+        against = f" vs {self.vs.replace('_', ' ')}" if self.vs != "base" else ""
+        return f"{what} {self.bound_kind} {self.bound:g}{where}{on}{against}"
 
     @property
     def grouped(self) -> bool:
@@ -224,6 +285,13 @@ class LatencySettings:
 
 
 @dataclass(frozen=True, kw_only=True)
+class Diagnostics:
+    """What is measured to explain a result (never judged): the policy's diagnostics block."""
+    layers: bool = True  # where the error enters: gate/measure/tensors.py
+    layer_samples: int = DEFAULT_LAYER_SAMPLES
+
+
+@dataclass(frozen=True, kw_only=True)
 class Policy:
     source: str  # file path or "preset:NAME"
     text: str
@@ -244,6 +312,9 @@ class Policy:
     small_groups: str = "warn"
     max_file_mb: float = 4096.0
     latency: LatencySettings = field(default_factory=LatencySettings)
+    baseline: BaselineSpec | None = None
+    perturbations: tuple[Perturbation, ...] = ()
+    diagnostics: Diagnostics = field(default_factory=Diagnostics)
 
     @property
     def quality_batch(self) -> tuple[int, str]:
@@ -545,12 +616,62 @@ def _raise(problems: list[Problem], source: str, lines: dict) -> None:
                          fix="edit the policy; `gate policy schema` prints every allowed key")
 
 
+def _perturbation_problems(raw: dict) -> list[Problem]:
+    """Each perturbation has its kind's parameters and no other's, and a name no other entry has."""
+    entries = raw.get("perturbations")
+    if not isinstance(entries, list):
+        return []
+    problems: list[Problem] = []
+    names: dict[str, int] = {}
+    for i, entry in enumerate(entries):
+        kind = entry.get("kind") if isinstance(entry, dict) else None
+        if kind not in PERTURBATION_KINDS:
+            continue  # the schema says why
+        path = ("perturbations", i)
+        takes = PERTURBATION_KINDS[kind]
+        problems.extend(Problem(path + (key,), f"is not a parameter of {kind}, which takes {', '.join(takes)}.")
+                        for key in entry if key in _PERTURBATION_FIELDS and key not in ("name", "kind", *takes))
+        if takes[0] not in entry:
+            problems.append(Problem(path, f"({kind}) is missing its parameter '{takes[0]}', e.g. "
+                                    f"{{kind: {kind}, {takes[0]}: {_EXAMPLE[takes[0]]}}}."))
+            continue
+        name = entry.get("name")
+        if not isinstance(name, str) or not name.strip():
+            if not all(isinstance(entry.get(k, 0), (int, float)) for k in takes):
+                continue  # the schema says why
+            name = perturbation_name(kind, entry)
+        if name in names:
+            problems.append(Problem(path + (("name",) if "name" in entry else ()), f"is named {name!r}, as "
+                                    f"perturbations[{names[name]}] is; give each a distinct name: it labels "
+                                    "the perturbation in every report."))
+        names.setdefault(name, i)
+    return problems
+
+
+_EXAMPLE = {"snr_db": 20, "rate": 0.1, "bits": 8, "delta": 0.1, "factor": 0.8}
+
+
+def _per_perturbation_problems(rule: dict, i: int, raw: dict) -> list[Problem]:
+    """per: perturbation needs perturbations to judge, and takes no gap (perturbations are not a partition of
+    the samples: each one perturbs them all)."""
+    if rule.get("per") != "perturbation":
+        return []
+    path = ("rules", i)
+    if not raw.get("perturbations"):
+        return [Problem(path + ("per",), "judges the candidate under perturbations, but the policy lists none. Add "
+                        "e.g. perturbations: [{kind: gaussian_noise, snr_db: 20}].")]
+    if rule.get("scope") == "gap":
+        return [Problem(path + ("scope",), "a gap is taken between subgroups of the data; under perturbations use "
+                        "scope: each or worst_group.")]
+    return []
+
+
 def _group_problems(raw: dict, spec, bound: str, path: tuple, has_groups: bool | None) -> list[Problem]:
     problems = []
     per, scope, name = raw.get("per"), raw.get("scope"), raw.get("metric")
     if spec.kind == FAIRNESS:
-        if per == "class":
-            problems.append(Problem(path + ("per",), f"'{name}' compares the subgroups of data.groups; drop per: class."))
+        if per in ("class", "perturbation"):
+            problems.append(Problem(path + ("per",), f"'{name}' compares the subgroups of data.groups; drop per: {per}."))
         if scope:
             problems.append(Problem(path + ("scope",), f"'{name}' is already a difference between subgroups; drop scope."))
     elif scope and not per:
@@ -625,8 +746,33 @@ def _classes_problems(raw: dict) -> list[Problem]:
     return []
 
 
+def _vs_problems(raw: dict, spec, path: tuple, has_baseline: bool) -> list[Problem]:
+    """A rule against a blessed release reads that release's stored per-sample predictions and scores:
+    only metrics computed from those, over all samples, can be judged that way."""
+    vs, name = raw.get("vs"), raw.get("metric")
+    if vs in (None, "base") or not isinstance(vs, str):
+        return []
+    if not has_baseline:
+        return [Problem(path + ("vs",), f"compares with the {vs.replace('_', ' ')}, but the policy names no "
+                        "baseline; add baseline: PATH (the folder `gate bless` writes).")]
+    if not baseline_comparable(spec):
+        return [Problem(path + ("vs",), f"'{name}' cannot be judged against a blessed release, which keeps "
+                        "predictions and scores, not raw outputs or model files; use a quality metric or "
+                        "flip_rate.")]
+    if raw.get("per") or raw.get("target") or raw.get("scope"):
+        key = next(k for k in ("per", "target", "scope") if raw.get(k))
+        return [Problem(path + (key,), f"a rule against the {vs.replace('_', ' ')} is judged over all samples; "
+                        f"drop {key}, or write a second rule against the base.")]
+    return []
+
+
+def baseline_comparable(spec) -> bool:
+    """Computed from what a blessed release stores: per-sample predictions and scores."""
+    return spec.kind == QUALITY or spec.name in ("flip_rate", "negative_flip_rate", "positive_flip_rate")
+
+
 def _rule_problems(raw: dict, i: int, task: str | None, has_groups: bool | None = None,
-                   targets: dict | None = None) -> list[Problem]:
+                   targets: dict | None = None, has_baseline: bool = False) -> list[Problem]:
     path = ("rules", i)
     problems = []
     name = raw.get("metric")
@@ -645,6 +791,7 @@ def _rule_problems(raw: dict, i: int, task: str | None, has_groups: bool | None 
     bound = bounds[0]
     problems.extend(_group_problems(raw, spec, bound, path, has_groups))
     problems.extend(_target_problems(raw, spec, path, targets or {}))
+    problems.extend(_vs_problems(raw, spec, path, has_baseline))
     if raw.get("scope") == "gap":
         return problems  # a gap is always lower-is-better, whatever the metric
     if bound not in ABSOLUTE_BOUNDS:
@@ -671,6 +818,14 @@ def _model(value: Any, name: str, root: Path) -> ModelRef | None:
                     factory_root=root if value.get("factory") else None)
 
 
+def _baseline(value: Any, root: Path) -> BaselineSpec | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return BaselineSpec(path=root / value)
+    return BaselineSpec(path=root / value["path"], required=bool(value.get("required", False)))
+
+
 def parse_policy(text: str, source: str, root: Path) -> Policy:
     """Validate a policy text completely; paths are resolved against `root`."""
     if len(text) > MAX_POLICY_BYTES:
@@ -688,10 +843,12 @@ def parse_policy(text: str, source: str, root: Path) -> Policy:
         targets = latency.get("targets") if isinstance(latency.get("targets"), dict) else {}
         for i, rule in enumerate(raw["rules"]):
             if isinstance(rule, dict):
-                problems.extend(_rule_problems(rule, i, task, has_groups, targets))
+                problems.extend(_rule_problems(rule, i, task, has_groups, targets, "baseline" in raw))
+                problems.extend(_per_perturbation_problems(rule, i, raw))
     if isinstance(raw, dict):
         problems.extend(_latency_problems(raw.get("latency")))
         problems.extend(_classes_problems(raw))
+        problems.extend(_perturbation_problems(raw))
     _raise(problems, source, lines)
 
     rules = []
@@ -701,7 +858,7 @@ def parse_policy(text: str, source: str, root: Path) -> Policy:
                           bound_kind=bound_kind, bound=float(r[bound_kind]),
                           severity=r.get("severity", "fail"), label=r.get("name"), per=r.get("per"),
                           scope=r.get("scope", "each"), min_samples=r.get("min_samples", DEFAULT_MIN_SAMPLES),
-                          target=r.get("target")))
+                          target=r.get("target"), vs=r.get("vs", "base")))
     data = checked.get("data")
     data_spec = None
     if data:
@@ -718,7 +875,22 @@ def parse_policy(text: str, source: str, root: Path) -> Policy:
                                    "bootstrap", "seed", "batch_size", "max_file_mb", "correction", "small_groups")
            if k in checked},
         latency=LatencySettings.from_block(checked.get("latency")),
+        baseline=_baseline(checked.get("baseline"), root),
+        perturbations=_perturbations(checked.get("perturbations") or [], lines),
+        diagnostics=Diagnostics(**(checked.get("diagnostics") or {})),
     )
+
+
+def _perturbations(entries: list[dict], lines: dict) -> tuple[Perturbation, ...]:
+    out = []
+    for i, entry in enumerate(entries):
+        kind = entry["kind"]
+        parameters = {key: entry[key] for key in PERTURBATION_KINDS[kind] if key in entry}
+        if kind == "dropout":
+            parameters.setdefault("value", 0.0)
+        out.append(Perturbation(index=i + 1, line=_line_of(lines, ("perturbations", i)), kind=kind,
+                                name=entry.get("name") or perturbation_name(kind, parameters), parameters=parameters))
+    return tuple(out)
 
 
 def presets() -> dict[str, Path]:

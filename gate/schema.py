@@ -170,6 +170,20 @@ class Str(Spec):
 
 
 @dataclass
+class Bool(Spec):
+    description: str = ""
+
+    def check(self, value, path, problems):
+        if not isinstance(value, bool):  # YAML's true/false only: "yes" in quotes or 1 is a mistake to name
+            problems.append(Problem(path, f"must be true or false. Got {show(value)}."))
+            return None
+        return value
+
+    def schema(self):
+        return self._with_description({"type": "boolean"})
+
+
+@dataclass
 class ListOf(Spec):
     item: Spec
     min_items: int = 0

@@ -216,6 +216,12 @@ RESULTS_DAMAGE = [
     Damage("unknown-error-kind", _set(lambda d: _cand(d, "broken"), "error_kind", "oops"), "oops"),
     Damage("error-a-number", _set(lambda d: _cand(d, "broken"), "error", 7), "error"),
     Damage("nonfinite-without-first", _set(_cand, "nonfinite", {"count": 1, "n": 120}), "'first'"),
+    Damage("flip-kind-unknown", lambda doc: _cand(doc)["flips"]["rows"][0].update(kind="worse"), "worse"),
+    Damage("flips-capped-as-text", lambda doc: _cand(doc)["flips"].update(capped="no"), "capped"),
+    Damage("thumbnail-not-base64", lambda doc: _cand(doc)["flips"].update(thumbnails=[{
+        "index": 0, "input": "x", "label": 0, "base": 0, "candidate": 1, "png": '"><script>'}]), "png"),
+    Damage("reliability-count-as-text", lambda doc: _cand(doc)["calibration"]["base"][0].update(count="many"),
+           "count"),
     Damage("target-a-list", _set(_cand, "targets", {"phone": []}), "targets.phone"),
     Damage("sha256-not-hex", _set(lambda d: _body(d)["base"], "sha256", "zzz"), "sha256"),
     Damage("model-unknown-field", _set(lambda d: _body(d)["base"], "weights", [1]), "'weights'"),

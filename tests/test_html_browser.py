@@ -90,3 +90,29 @@ def test_prints_to_pdf_with_a_page_per_candidate(report, browser, tmp_path):
     # summary, three candidates each from a new page, provenance
     assert pages >= 5
     page.close()
+
+
+def test_pareto_labels_do_not_overlap_and_candidates_have_whiskers(demo_dir, browser):
+    """The demo's size chart: int8-dynamic sits next to int8-static-qdq and pruned-50 on the base, the pairs
+    whose labels used to be drawn over each other. Measured as Chromium lays the text out."""
+    page = browser.new_page()
+    page.goto((demo_dir / "report" / "report.html").as_uri())
+    chart = page.locator("svg[role=img]").first
+    assert chart.locator("title").text_content() == "accuracy against size"
+    names = ["base", "int8-dynamic", "int8-static-qdq", "fp16", "pruned-50", "pruned-90"]
+    boxes = {}
+    for text in chart.locator("text").all():
+        label = text.text_content().strip()
+        if label in names:
+            boxes[label] = text.bounding_box()
+    assert set(boxes) == set(names)
+
+    def overlap(a, b):
+        return a["x"] < b["x"] + b["width"] and b["x"] < a["x"] + a["width"] and \
+            a["y"] < b["y"] + b["height"] and b["y"] < a["y"] + a["height"]
+
+    clashes = [(a, b) for i, a in enumerate(names) for b in names[i + 1:] if overlap(boxes[a], boxes[b])]
+    assert clashes == []
+    description = chart.locator("desc").text_content()
+    assert re.search(r"pruned-90: accuracy 0\.8\d+ \(0\.\d+ to 0\.\d+\)", description)  # the interval is drawn
+    page.close()

@@ -173,7 +173,13 @@ ROUNDING = 1e-12  # far below any bound or printed digit, far above a last-bit d
 
 
 def without_provenance(report: dict) -> dict:
-    return {k: v for k, v in report.items() if k != "provenance"}
+    """The report without provenance, and with each candidate's flipped samples reduced to their counts: the
+    rows name samples by their position in the file, which a permutation changes by construction."""
+    out = {k: v for k, v in report.items() if k != "provenance"}
+    out["candidates"] = [{**c, "flips": {k: (c.get("flips") or {}).get(k) for k in
+                                         ("count", "negative", "positive", "neutral")}}
+                         for c in report["candidates"]]
+    return out
 
 
 def first_difference(a, b, path="", tolerance: float = 0.0) -> str | None:

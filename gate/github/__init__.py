@@ -26,6 +26,7 @@ Only the standard library (urllib for GitHub's REST API) and the gate's own ligh
     report.py    the report read through gate.contract, its tally and annotations, the comment body
     api.py       the REST client: the sticky comment, pagination, retries and rate limits
     step.py      the step: where its log, outputs and summary go, the comment it posts, its exit code
+    release.py   command: verify / bless: their outputs, summary, annotations and exit code
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ from gate.errors import EXIT_BUG, EXIT_FAIL, EXIT_INPUT, EXIT_PASS
 from gate.github.api import (API_VERSION, MAX_PAGES, RATE_LIMIT_RETRIES, RATE_LIMIT_WAIT, GitHubClient,
                              GitHubError, RateLimited, next_link, pull_request_number, rate_limit_wait)
 from gate.github.commands import Annotation, escape_data, escape_property, format_outputs, parse_outputs
+from gate.github.release import RELEASE_COMMANDS
+from gate.github.release import publish as publish_release
 from gate.github.report import (COMMENT_LIMIT, MARKER, ReportError, RuleOutcome, artifact_pointer, comment_body,
                                 error_markdown, github_length, log_annotation, log_annotations, marker_for,
                                 read_report, report_annotations, rule_outcomes, tally)
@@ -61,11 +64,13 @@ def build_parser() -> argparse.ArgumentParser:
                                 description="Publish a gate report in GitHub Actions: step summary, outputs, "
                                             "annotations and a sticky pull-request comment.")
     p.add_argument("--report-dir", required=True, type=Path, metavar="DIR", help="the --out of gate check / judge")
-    p.add_argument("--command", default="check", choices=("check", "judge", "measure", "comment"),
+    p.add_argument("--command", default="check", choices=("check", "judge", "measure", "comment", "verify", "bless"),
                    help="what ran before: check/judge (a report), measure (results only), comment (publish a "
-                        "report made elsewhere; never fails on the verdict)")
+                        "report made elsewhere; never fails on the verdict), verify / bless (gate verify, gate bless "
+                        "on the report)")
     p.add_argument("--gate-exit", type=int, metavar="CODE", help="the exit code of the gate command")
     p.add_argument("--gate-log", type=Path, metavar="FILE", help="the gate command's stderr (for error messages)")
+    p.add_argument("--gate-stdout", type=Path, metavar="FILE", help="verify / bless: the gate command's stdout")
     p.add_argument("--results", metavar="FILE", help="measure: the results file written")
     p.add_argument("--comment", action="store_true", help="create or update the pull-request comment")
     p.add_argument("--comment-id", default="", metavar="ID", help="tells several gates' comments on one PR apart")
@@ -117,6 +122,13 @@ def _main(args, env: dict, step: Step, sleep: Callable[[float], None]) -> int:
         log = args.gate_log.read_text(encoding="utf-8", errors="replace")
     annotate = not args.no_annotations and args.command != "comment"
     gate_exit = args.gate_exit
+
+    if args.command in RELEASE_COMMANDS:
+        stdout = ""
+        if args.gate_stdout and args.gate_stdout.is_file():
+            stdout = args.gate_stdout.read_text(encoding="utf-8", errors="replace")
+        return publish_release(step, command=args.command, gate_exit=gate_exit, stdout=stdout, log=log,
+                               report_dir=report_dir, workspace=workspace, fail_on=args.fail_on)
 
     if args.command == "measure":
         step.outputs({"exit-code": gate_exit if gate_exit is not None else "", "results": args.results or "",

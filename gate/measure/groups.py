@@ -27,12 +27,14 @@ class Grouping:
     columns: tuple[str, ...]
     codes: np.ndarray  # (n,) subgroup index of every sample
     keys: tuple[str, ...]  # subgroup names, in code order
+    kind: str = "group"  # "group" (data.groups) or "class" (the true class): which per: rules judge it
 
     def members(self, j: int) -> np.ndarray:
         return np.flatnonzero(self.codes == j)
 
 
-def make_grouping(columns: dict[str, np.ndarray], names: tuple[str, ...], label: str | None = None) -> Grouping:
+def make_grouping(columns: dict[str, np.ndarray], names: tuple[str, ...], label: str | None = None,
+                  kind: str = "group") -> Grouping:
     """Subgroups of one column or of the intersection of several, in sorted, deterministic order."""
     codes = np.zeros(len(columns[names[0]]), dtype=np.int64)
     parts = []
@@ -48,14 +50,15 @@ def make_grouping(columns: dict[str, np.ndarray], names: tuple[str, ...], label:
             key.append(str(values[code % len(values)]))
             code //= len(values)
         keys.append(SEP.join(reversed(key)))
-    return Grouping(name=label or SEP.join(names), columns=names, codes=codes.reshape(-1), keys=tuple(keys))
+    return Grouping(name=label or SEP.join(names), columns=names, codes=codes.reshape(-1), keys=tuple(keys),
+                    kind=kind)
 
 
 def groupings_for(dataset_columns: dict, group_specs: tuple, labels: np.ndarray | None, *,
                   per_class: bool) -> list[Grouping]:
     out = [make_grouping(dataset_columns, spec if isinstance(spec, tuple) else (spec,)) for spec in group_specs]
     if per_class and labels is not None:
-        out.append(make_grouping({"class": labels}, ("class",), label="class"))
+        out.append(make_grouping({"class": labels}, ("class",), label="class", kind="class"))
     return out
 
 
@@ -167,7 +170,7 @@ def measure_groupings(groupings: list[Grouping], *, base: Predictions, cand: Pre
                                   bootstrap=bootstrap, seed=seed, order=order())
             gap_results[name] = replace(result, metric=name)
         fair_results = {}
-        for name in sorted(fairness if grouping.name != "class" else ()):
+        for name in sorted(fairness if grouping.kind == "group" else ()):
             n = len(grouping.codes)
             reason = None
             if base.pred is None or (base.n_classes or 2) != 2 or (cand.n_classes or 2) != 2:
@@ -185,8 +188,39 @@ def measure_groupings(groupings: list[Grouping], *, base: Predictions, cand: Pre
                                   confidence=confidence, bootstrap=bootstrap, seed=seed, order=order())
             fair_results[name] = replace(result, metric=name)
         results.append(GroupingResult(name=grouping.name, columns=grouping.columns, groups=tuple(groups),
-                                      gaps=gap_results, fairness=fair_results, min_samples=min_samples))
+                                      gaps=gap_results, fairness=fair_results, min_samples=min_samples,
+                                      kind=grouping.kind))
     return tuple(results)
+
+
+PERTURBATION = "perturbation"  # the grouping of the perturbations: GroupingResult.name and .kind
+
+
+def under_perturbation(key: str, parameters: dict, *, base: Predictions, cand: Predictions, agreement: Agreement,
+                       y: np.ndarray | None, task: str, each: dict[str, int], confidence: float, bootstrap: int,
+                       seed: int) -> GroupResult:
+    """The candidate against the base, both run on one perturbed copy of the data: the computation of a
+    subgroup (measure_groupings) over one "subgroup" of every sample, named after the perturbation."""
+    whole = Grouping(name=PERTURBATION, columns=(), codes=np.zeros(len(base.pred if base.pred is not None
+                                                                        else base.values), dtype=np.int64),
+                     keys=(key,), kind=PERTURBATION)
+    (result,) = measure_groupings([whole], base=base, cand=cand, agreement=agreement, y=y, task=task, each=each,
+                                  gaps={}, fairness=set(), confidence=confidence, bootstrap=bootstrap, seed=seed)
+    return replace(result.groups[0], parameters=parameters)
+
+
+def not_under_perturbation(key: str, parameters: dict, n: int, *, task: str, labelled: bool, each: dict[str, int],
+                           reason: str) -> GroupResult:
+    """A perturbation under which the comparison could not be made: every metric it would show is unavailable,
+    with why (a rule on it is an error, never a pass)."""
+    headline = headline_for(task)
+    shown = ({headline} if headline is not None and labelled else set()) | set(each)
+    return GroupResult(key=key, n=n, parameters=parameters,
+                       metrics={m: MetricResult(metric=m, n=n, unavailable=reason) for m in sorted(shown)})
+
+
+def perturbation_grouping(groups: list[GroupResult]) -> GroupingResult:
+    return GroupingResult(name=PERTURBATION, kind=PERTURBATION, columns=(), groups=tuple(groups))
 
 
 def wanted(rules) -> tuple[dict[str, int], dict[str, int], set[str], bool]:
@@ -197,8 +231,8 @@ def wanted(rules) -> tuple[dict[str, int], dict[str, int], set[str], bool]:
     fairness, per_class = set(), False
     for rule in rules:
         spec = get_metric(rule.metric)
-        if spec is None:
-            continue
+        if spec is None or rule.per == PERTURBATION:
+            continue  # judged under perturbations: see wanted_under_perturbation
         if spec.kind == FAIRNESS:
             fairness.add(rule.metric)
         elif rule.per and rule.scope == "gap":
@@ -207,3 +241,12 @@ def wanted(rules) -> tuple[dict[str, int], dict[str, int], set[str], bool]:
             each[rule.metric] = min(each.get(rule.metric, rule.min_samples), rule.min_samples)
         per_class = per_class or rule.per == "class"
     return each, gaps, fairness, per_class
+
+
+def wanted_under_perturbation(rules) -> dict[str, int]:
+    """metric -> the smallest min_samples of the per: perturbation rules on it (they get intervals)."""
+    out: dict[str, int] = {}
+    for rule in rules:
+        if rule.per == PERTURBATION and get_metric(rule.metric) is not None:
+            out[rule.metric] = min(out.get(rule.metric, rule.min_samples), rule.min_samples)
+    return out

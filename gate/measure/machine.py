@@ -57,11 +57,12 @@ def threads_to_use(requested: int) -> tuple[int, str | None]:
     return requested, None
 
 
-def open_session(path: Path, settings: SpeedSettings | None, threads: int | None, *,
+def open_session(path: Path | bytes, settings: SpeedSettings | None, threads: int | None, *,
                  profile_prefix: str | None = None, provider: str | None = None):
     """The one onnxruntime session builder: the ONNX runner's (settings None: CPU, onnxruntime's own thread
     count unless `threads`), the timer's and the profiler's (the target's settings and threads) and the
-    memory worker's (`provider` named directly)."""
+    memory worker's (`provider` named directly). `path` may be a serialized model (gate/measure/tensors.py:
+    a checked model with its intermediate tensors exposed)."""
     import onnxruntime as ort
 
     provider = provider or (settings.provider if settings is not None else "CPUExecutionProvider")
@@ -90,7 +91,7 @@ def open_session(path: Path, settings: SpeedSettings | None, threads: int | None
         options.enable_profiling = True
         options.profile_file_prefix = profile_prefix
     providers = [provider] + (["CPUExecutionProvider"] if provider != "CPUExecutionProvider" else [])
-    return ort.InferenceSession(str(path), options, providers=providers)
+    return ort.InferenceSession(path if isinstance(path, bytes) else str(path), options, providers=providers)
 
 
 def feeds_for(runner, batch_size: int) -> tuple[dict[str, np.ndarray], int]:

@@ -116,6 +116,13 @@ def top_k_accuracy(p, y, idx=None, *, k: int) -> float:
 ECE_BINS = np.linspace(0.0, 1.0, 16)  # 15 equal-width bins of the confidence
 
 
+def ece_bin(conf: np.ndarray) -> np.ndarray:
+    """The bin 0..14 of every confidence: (m-1)/15 < confidence <= m/15 is bin m-1 (ece and the reliability
+    diagram bin alike)."""
+    # side="left": a confidence on an edge m/15 falls in bin m (the upper edge is inside), 0 in the first bin
+    return np.clip(np.searchsorted(ECE_BINS, conf, side="left") - 1, 0, len(ECE_BINS) - 2)
+
+
 def ece(p, y, idx=None) -> float:
     """Expected calibration error, top-label (Guo et al. 2017): the bins (m-1)/15 < confidence <= m/15,
     each |accuracy - mean confidence| weighted by its share of the samples."""
@@ -123,8 +130,7 @@ def ece(p, y, idx=None) -> float:
     correct = (_take(p.pred, idx) == _take(y, idx)).astype(np.float64)
     if not conf.size:
         return float("nan")
-    # side="left": a confidence on an edge m/15 falls in bin m (the upper edge is inside), 0 in the first bin
-    bins = np.clip(np.searchsorted(ECE_BINS, conf, side="left") - 1, 0, len(ECE_BINS) - 2)
+    bins = ece_bin(conf)
     m = len(ECE_BINS) - 1
     gap = np.bincount(bins, weights=correct, minlength=m) - np.bincount(bins, weights=conf, minlength=m)
     return float(np.abs(gap).sum() / conf.size)

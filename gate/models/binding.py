@@ -6,14 +6,21 @@ A runner (gate/models/onnx.py, gate/models/torch.py) inherits `Binding`, resolve
 runs through `_chunks`. Outside the runner only the public API is read:
 
 - `fixed_batch`: the batch size fixed in the model file, or None for a dynamic batch axis;
+- `sample(index)`: one sample's inputs as the data holds them (report.html draws image inputs of flips);
 - `feed(batch_size) -> (feeds, batch)`: the first samples as one call's input, rows repeated when the data
-  has fewer, each input cast to the numpy dtype the model takes (where numpy has one).
+  has fewer, each input cast to the numpy dtype the model takes (where numpy has one);
+- `batches(start, stop)`: samples [start, stop) as the inputs of the calls that run them, cast the same way
+  (gate/measure/tensors.py feeds them to sessions of its own);
+- `float_columns()` and `transformed(transform)`: the data of the inputs the model takes as floating point,
+  and a context in which `run` feeds transform(data key, rows, first sample) in place of the data's rows (the
+  policy's perturbations, gate/measure/perturb.py).
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +36,8 @@ class Binding:
         self._feeds: dict[str, np.ndarray] = {}  # input name -> the whole data column (a view, never copied)
         self._dtypes: dict[str, object] = {}  # input name -> the dtype the backend takes (backend's own type)
         self._batch: int | None = None
+        self._sources: dict[str, str] = {}  # input name -> the data key or columns feeding it, as text
+        self._transform: Callable[[str, np.ndarray, int], np.ndarray] | None = None
 
     # ---------------------------------------------------------------- public
 
@@ -39,6 +48,30 @@ class Binding:
     @property
     def input_names(self) -> list[str]:
         return list(self._feeds)
+
+    def sample(self, index: int) -> dict[str, np.ndarray]:
+        """Every input of one sample as the data holds it (views, no copy): what report.html draws of a flip."""
+        return {name: array[index] for name, array in self._feeds.items()}
+
+    def float_columns(self) -> dict[str, tuple[str, np.ndarray]]:
+        """input name -> (data key, the whole bound data) of every input the model takes as floating point."""
+        out = {}
+        for name, array in self._feeds.items():
+            want = self._numpy_dtype(name)
+            if np.issubdtype(want if want is not None else array.dtype, np.floating):
+                out[name] = (self._sources.get(name, name), array)
+        return out
+
+    @contextlib.contextmanager
+    def transformed(self, transform: Callable[[str, np.ndarray, int], np.ndarray]):
+        """Inside: `run` feeds transform(data key, rows, index of the first row's sample) for every input
+        instead of the data's rows (before fixed-batch padding), so models bound to the same data see the same
+        transformed samples."""
+        self._transform = transform
+        try:
+            yield self
+        finally:
+            self._transform = None
 
     def feed(self, batch_size: int) -> tuple[dict[str, np.ndarray], int]:
         """The first `batch_size` samples of the bound data as the input of one call (the model's own size
@@ -54,6 +87,13 @@ class Binding:
             feeds[name] = np.ascontiguousarray(rows if want is None else rows.astype(want, copy=False))
         return feeds, batch
 
+    def batches(self, start: int, stop: int) -> Iterator[dict[str, np.ndarray]]:
+        """Samples [start, stop) as the inputs of the calls that run them (chunks of the fixed batch, the last one
+        padded by repeating its last sample), each input of the numpy dtype the model takes."""
+        for _, chunk in self._chunks(start, stop):
+            yield {k: v if self._numpy_dtype(k) is None else v.astype(self._numpy_dtype(k), copy=False)
+                   for k, v in chunk.items()}
+
     # ---------------------------------------------------------------- for the runners
 
     def _numpy_dtype(self, name: str):
@@ -64,15 +104,16 @@ class Binding:
         """Which data feeds the input `name`: the policy's mapping, a key of the same name, the only feature,
         or every column of a CSV for a model with one input."""
         spec = self._mapping.get(name)
-        if spec is not None:
-            return spec
         features = dataset.feature_keys()
-        if name in dataset.columns:
-            return name
-        if len(names) == 1 and len(features) == 1:
-            return features[0]
-        if len(names) == 1 and features and all(dataset.columns[f].ndim == 1 for f in features):
-            return features  # a CSV of feature columns
+        if spec is None and name in dataset.columns:
+            spec = name
+        elif spec is None and len(names) == 1 and len(features) == 1:
+            spec = features[0]
+        elif spec is None and len(names) == 1 and features and all(dataset.columns[f].ndim == 1 for f in features):
+            spec = features  # a CSV of feature columns
+        if spec is not None:
+            self._sources[name] = spec if isinstance(spec, str) else ",".join(map(str, spec))
+            return spec
         raise GateInputError(f"cannot tell which data feeds the input '{name}' of {self.path.name}",
                              path=dataset.path, fix=f"map it in the policy: data: {{inputs: {{{name}: KEY}}}} "
                              f"with KEY one of {', '.join(features)[:200]}")
@@ -104,15 +145,19 @@ class Binding:
         of the fixed size otherwise, the last one padded by repeating its last sample (drop the padding from
         the output: keep the first `real` rows)."""
         if self._batch is None:
-            yield stop - start, {k: v[start:stop] for k, v in self._feeds.items()}
+            yield stop - start, {k: self._rows(k, start, stop) for k in self._feeds}
             return
         for lo in range(start, stop, self._batch):
             hi = min(lo + self._batch, stop)
-            chunk = {k: v[lo:hi] for k, v in self._feeds.items()}
+            chunk = {k: self._rows(k, lo, hi) for k in self._feeds}
             if hi - lo < self._batch:
                 chunk = {k: np.concatenate([v, np.repeat(v[-1:], self._batch - (hi - lo), axis=0)])
                          for k, v in chunk.items()}
             yield hi - lo, chunk
+
+    def _rows(self, name: str, start: int, stop: int) -> np.ndarray:
+        rows = self._feeds[name][start:stop]
+        return rows if self._transform is None else self._transform(self._sources.get(name, name), rows, start)
 
 
 def shape_text(dims) -> str:

@@ -9,6 +9,9 @@ report.json format history (`report_format`):
       and per candidate; rules carry their policy `line`; candidates carry `nonfinite` and `notes`.
       Described by the JSON Schema gate/schemas/report.schema.json (SCHEMA); read only through
       gate/contract.py, which refuses format 1 ("this gate reads format 2").
+      Later additions with defaults: candidates[flips] (counts, the largest changes, thumbnails; the
+      full list is flips.csv) and candidates[calibration] (reliability tables), candidates[layers]
+      (where the error enters: tensor by tensor agreement with the base).
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,6 +55,11 @@ class Report:
             entry["targets"] = {k: v.to_dict() for k, v in cm.targets.items()}
             entry["nonfinite"] = cm.nonfinite
             entry["notes"] = list(cm.notes)
+            entry["releases"] = {k: v.to_dict() for k, v in cm.releases.items()}
+            # the full list of flips is flips.csv; report.json keeps the counts, the largest changes and thumbnails
+            entry["flips"] = {k: v for k, v in cm.flips.items() if k != "rows"} if cm.flips is not None else None
+            entry["calibration"] = cm.calibration
+            entry["layers"] = cm.layers  # where the error enters, tensor by tensor (gate/measure/tensors.py)
             candidates.append(entry)
         return {
             "report_format": REPORT_FORMAT,
@@ -103,6 +113,23 @@ def atomic_write(path: Path, text: str) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+    written = _WRITTEN.get()
+    if written is not None:
+        written.append(path)
+
+
+# the files atomic_write wrote during write_reports: the manifest lists exactly those, whoever wrote them
+_WRITTEN: ContextVar[list[Path] | None] = ContextVar("gate_report_written", default=None)
+
+
+@contextmanager
+def _recording():
+    written: list[Path] = []
+    token = _WRITTEN.set(written)
+    try:
+        yield written
+    finally:
+        _WRITTEN.reset(token)
 
 
 def _render_error(exc: Exception) -> str:
@@ -133,16 +160,50 @@ def render_all(report: Report, templates: Path | None = None) -> dict[str, str]:
             out[name] = fn()
         except Exception as exc:  # a broken (user) template must not lose the other reports
             errors[name] = _render_error(exc)
+    if "report.json" in out:  # the statement names report.json's sha256: made from its exact text
+        from gate.attest import ATTESTATION, render_statement
+
+        try:
+            statement = render_statement(data, out["report.json"])
+        except Exception as exc:
+            errors[ATTESTATION] = _render_error(exc)
+        else:
+            if statement is not None:
+                out[ATTESTATION] = statement
     if errors:
         out["errors"] = errors
     return out
 
 
 def write_reports(report: Report, out_dir: Path, templates: Path | None = None) -> dict[str, str]:
-    """Writes what rendered; returns {file: error} for what did not."""
+    """Writes what rendered, then manifest.json (last: it vouches for what is on disk); returns {file: error}
+    for what did not render. Write every report file with atomic_write, so the manifest lists it."""
+    from gate.report.manifest import MANIFEST, write_manifest
+
     out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / MANIFEST).unlink(missing_ok=True)  # an earlier run's manifest must never vouch for this run's files
+    with _recording() as written:
+        errors = _write_files(report, out_dir, templates)
+    write_manifest(out_dir, [p.name for p in written if p.parent == out_dir])
+    return errors
+
+
+def _write_files(report: Report, out_dir: Path, templates: Path | None) -> dict[str, str]:
     rendered = render_all(report, templates)
     errors = rendered.pop("errors", {})
     for name, text in rendered.items():
         atomic_write(out_dir / name, text)
+    _write_flips(report.measurements, out_dir)
     return errors
+
+
+def _write_flips(m: Measurements, out_dir: Path) -> None:
+    """flips.csv from the measurements (report.json holds only the largest changes); a flips.csv left by an
+    earlier run into the same folder is removed when this one has none, so it is never mistaken for this run's."""
+    from gate.report.flips import FILE, flips_csv
+
+    text = flips_csv(m)
+    if text is not None:
+        atomic_write(out_dir / FILE, text)
+    elif (out_dir / FILE).is_file():
+        (out_dir / FILE).unlink()

@@ -72,11 +72,56 @@ def _figure_svg(fig, title: str, description: str) -> str:
             f"<desc>{escape(description)}</desc>" + svg[head:])
 
 
-def pareto_svg(points: list[dict], *, quality: str, higher_is_better: bool, cost: str, cost_label: str) -> str:
+def _place_labels(ax, points: list[dict], *, fontsize: float = 8.0) -> list[tuple[float, float]]:
+    """Offsets (in points) for each point's label so that no two labels, and no label and marker, overlap.
+
+    Greedy: each label, in order, takes the first of a ring of positions around its point whose box is free;
+    boxes are estimated from the text length (0.6 em per character), in display units. Names that would
+    not fit anywhere keep the last candidate, further out."""
+    scale = ax.figure.dpi / 72.0
+    width_of = lambda text: 0.6 * fontsize * len(text) * scale  # noqa: E731 - one estimate, used twice
+    height = 1.25 * fontsize * scale
+    marker = 4.0 * scale
+    anchors = [tuple(ax.transData.transform((p["cost"], p["quality"]))) for p in points]
+    taken = [(x - marker, y - marker, x + marker, y + marker) for x, y in anchors]  # every marker
+    ring = [(5, 4), (5, -12), (-5, 4), (-5, -12), (0, 10), (0, -18)]
+    candidates = ring + [(dx * k, dy * k) for k in (2, 3) for dx, dy in ring]
+    offsets = []
+    for p, (x, y) in zip(points, anchors):
+        w = width_of(_short(p["name"], 28))
+        chosen, box = None, None
+        for dx, dy in candidates:
+            left = x + dx * scale - (w if dx < 0 else (w / 2 if dx == 0 else 0))
+            bottom = y + dy * scale
+            box = (left, bottom, left + w, bottom + height)
+            if not any(box[0] < t[2] and t[0] < box[2] and box[1] < t[3] and t[1] < box[3] for t in taken):
+                chosen = (dx, dy)
+                break
+        chosen = chosen or candidates[-1]
+        taken.append(box)
+        offsets.append(chosen)
+    return offsets
+
+
+def _quality_limits(points: list[dict], quality: str) -> tuple[float, float]:
+    """The quality axis: every interval in view, and never narrower than two points of a proportion-like
+    metric (one sample's worth of accuracy drawn over the whole height makes noise look like a cliff)."""
+    lows = [p.get("low", p["quality"]) if p.get("low") is not None else p["quality"] for p in points]
+    highs = [p.get("high", p["quality"]) if p.get("high") is not None else p["quality"] for p in points]
+    low, high = min(lows), max(highs)
+    scale = max(abs(low), abs(high), 1e-12)
+    floor = 0.02 if 0.0 <= low and high <= 1.0 else 0.02 * scale
+    pad = max((high - low) * 0.15, (floor - (high - low)) / 2, 0.0)
+    return low - pad, high + pad
+
+
+def pareto_svg(points: list[dict], *, quality: str, higher_is_better: bool, cost: str, cost_label: str,
+               confidence: float | None = None) -> str:
     """Quality against a cost (size, latency) for the base and every candidate.
 
-    points: {name, quality, cost, verdict ("base" | "pass" | "fail")}. The frontier
-    joins the points no other point beats on both axes.
+    points: {name, quality, cost, verdict ("base" | "pass" | "fail"), low, high (the quality's interval,
+    optional)}. The frontier joins the points no other point beats on both axes; labels are placed so none
+    overlap; whiskers show each candidate's interval.
     """
     points = [p for p in points if p.get("quality") is not None and p.get("cost") is not None]
     if len(points) < 3:
@@ -97,16 +142,28 @@ def pareto_svg(points: list[dict], *, quality: str, higher_is_better: bool, cost
                 colour, marker = style[kind]
                 ax.scatter([p["cost"] for p in chosen], [p["quality"] for p in chosen], color=colour,
                            marker=marker, s=36, label=label, zorder=3)
-        for p in points:
+                whiskers = [p for p in chosen if p.get("low") is not None and p.get("high") is not None]
+                if whiskers:
+                    ax.errorbar([p["cost"] for p in whiskers], [p["quality"] for p in whiskers],
+                                yerr=[[p["quality"] - p["low"] for p in whiskers],
+                                      [p["high"] - p["quality"] for p in whiskers]],
+                                fmt="none", ecolor=colour, elinewidth=1, capsize=3, zorder=2)
+        ax.set_ylim(*_quality_limits(points, quality))
+        costs = [p["cost"] for p in points]
+        span = (max(costs) - min(costs)) or max(abs(max(costs)), 1e-12)
+        ax.set_xlim(min(costs) - 0.08 * span, max(costs) + 0.35 * span)  # room for labels on the right
+        for p, offset in zip(points, _place_labels(ax, points)):
             ax.annotate(_short(p["name"], 28), (p["cost"], p["quality"]), textcoords="offset points",
-                        xytext=(5, 4), fontsize=8)
+                        xytext=offset, fontsize=8, ha="right" if offset[0] < 0 else ("center" if offset[0] == 0 else "left"))
         ax.set_xlabel(cost_label)
-        ax.set_ylabel(f"{quality} ({'higher' if higher_is_better else 'lower'} is better)")
+        level = f", {confidence:.0%} interval" if confidence else ""
+        ax.set_ylabel(f"{quality} ({'higher' if higher_is_better else 'lower'} is better{level})")
         ax.grid(color="#e0e0e0", linewidth=0.5)
         ax.legend(loc="best", fontsize=8, frameon=False)
         fig.tight_layout()
-        description = "; ".join(f"{p['name']}: {quality} {p['quality']:.4f}, {cost} {p['cost']:.4g}"
-                                for p in points)
+        description = "; ".join(f"{p['name']}: {quality} {p['quality']:.4f}"
+                                + (f" ({p['low']:.4f} to {p['high']:.4f})" if p.get("low") is not None else "")
+                                + f", {cost} {p['cost']:.4g}" for p in points)
         return _figure_svg(fig, f"{quality} against {cost}", description)
 
 
@@ -128,3 +185,116 @@ def latency_svg(base: dict, candidate: dict, *, name: str) -> str:
             f"{label}: " + ", ".join(f"p{100 * lv:g} {v:.4g} ms" for lv, v in zip(q["levels"], q["values"]))
             for q, label in curves)
         return _figure_svg(fig, f"latency of base and {name}", description)
+
+
+def reliability_svg(base: list[dict] | None, candidate: list[dict] | None, *, name: str) -> str:
+    """Reliability diagram: accuracy against mean confidence per bin for base and candidate on one axes, with
+    the diagonal a perfectly calibrated model lies on. Tables: {low, high, count, confidence, accuracy}."""
+    # as the latency chart: the base solid black, the candidate dashed blue; the markers differ too
+    curves = [(label, [b for b in table or [] if b.get("count")], style)
+              for label, table, style in (("base", base, ("black", "-", "o")), (name, candidate, (BLUE, "--", "s")))]
+    curves = [c for c in curves if c[1]]
+    if not curves:
+        return ""
+    with _figure(4.8, 4.4) as (fig, ax):
+        ax.plot([0, 1], [0, 1], color=GREY, linestyle=":", linewidth=1, label="perfectly calibrated")
+        for label, bins, (colour, style, marker) in curves:
+            ax.plot([b["confidence"] for b in bins], [b["accuracy"] for b in bins], color=colour, linestyle=style,
+                    marker=marker, markersize=4, label=_short(label, 30))
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.set_aspect("equal")
+        ax.set_xlabel("mean confidence in bin (highest class probability)")
+        ax.set_ylabel("accuracy in bin")
+        ax.grid(color="#e0e0e0", linewidth=0.5)
+        ax.legend(loc="upper left", fontsize=8, frameon=False)
+        fig.tight_layout()
+        description = "; ".join(
+            f"{label}: " + ", ".join(f"{b['low']:.2f}-{b['high']:.2f}: confidence {b['confidence']:.3f}, accuracy "
+                                     f"{b['accuracy']:.3f}, {b['count']:,} samples" for b in bins)
+            for label, bins, _ in curves)
+        return _figure_svg(fig, f"reliability of base and {name}", description)
+
+
+def history_svg(points: list[dict], *, metric: str, labels: list[str], higher_is_better: bool | None,
+                reference: float | None, reference_label: str) -> str:
+    """A metric across releases: each candidate's value with its interval as a whisker, one line per candidate
+    name; a failing verdict is a vermillion square, a blessed model a black ring (shape and colour, never colour
+    alone); the dashed line is the value drift is measured from.
+
+    points: {x (release index, 1-based), name, value, low, high, verdict, blessed}."""
+    points = [p for p in points if p.get("value") is not None]
+    if not points:
+        return ""
+    with _figure(7.0, 3.4) as (fig, ax):
+        for name in sorted({p["name"] for p in points}):
+            series = sorted((p for p in points if p["name"] == name), key=lambda p: p["x"])
+            ax.plot([p["x"] for p in series], [p["value"] for p in series], color=GREY, linewidth=1, zorder=1)
+        for p in points:
+            fail = p["verdict"] != "pass"
+            colour, marker = (VERMILLION, "s") if fail else (BLUE, "o")
+            low = p["low"] if p.get("low") is not None else p["value"]
+            high = p["high"] if p.get("high") is not None else p["value"]
+            ax.plot([p["x"], p["x"]], [low, high], color=colour, linewidth=2, zorder=2)
+            ax.plot([p["x"]], [p["value"]], marker=marker, color=colour, markersize=5, zorder=3)
+            if p.get("blessed"):
+                ax.plot([p["x"]], [p["value"]], marker="o", markersize=11, markerfacecolor="none",
+                        markeredgecolor="black", markeredgewidth=1.2, zorder=4)
+        if reference is not None:
+            ax.axhline(reference, color=GREY, linewidth=1, linestyle="--")
+        ax.set_xticks(range(1, len(labels) + 1))
+        ax.set_xticklabels([_short(label, 18) for label in labels], rotation=30 if len(labels) > 4 else 0,
+                           ha="right" if len(labels) > 4 else "center")
+        ax.set_xlim(0.5, len(labels) + 0.5)
+        direction = "" if higher_is_better is None else f" ({'higher' if higher_is_better else 'lower'} is better)"
+        ax.set_ylabel(f"{metric}{direction}")
+        ax.grid(axis="y", color="#e0e0e0", linewidth=0.5)
+        fig.tight_layout()
+        ref = f"; dashed line: {reference_label} ({reference:.4f})" if reference is not None else ""
+        description = "; ".join(
+            f"{labels[p['x'] - 1]} {p['name']}: {p['value']:.4f} ({p.get('low')} to {p.get('high')}), "
+            f"{p['verdict']}{', blessed' if p.get('blessed') else ''}" for p in sorted(points, key=lambda p: p["x"]))
+        return _figure_svg(fig, f"{metric} across releases", description + ref)
+
+
+def layers_svg(rows: list[dict], *, first_growth: int | None, name: str) -> str:
+    """SQNR against the base along the base's graph order (gate/measure/tensors.py): where the error enters.
+
+    rows: the comparison's rows {tensor, op, exact, sqnr_db}. Exact tensors sit on a grey line above the
+    highest finite value (hollow triangles); the first tensor where the error grows is a vermillion square
+    (shape and colour, never colour alone)."""
+    finite = [(i, r["sqnr_db"]) for i, r in enumerate(rows) if r.get("sqnr_db") is not None]
+    if not finite:
+        return ""  # every tensor exact: the sentence above the table says it, a flat line would not
+    ceiling = max(v for _, v in finite) + 10
+    exact = [i for i, r in enumerate(rows) if r.get("exact")]
+    with _figure(7.0, 3.4) as (fig, ax):
+        ax.plot([i for i, _ in finite], [v for _, v in finite], color=BLUE, marker="o", markersize=3, linewidth=1,
+                label="SQNR (dB)")
+        if exact:
+            ax.axhline(ceiling, color=GREY, linewidth=0.8, linestyle=":")
+            ax.scatter(exact, [ceiling] * len(exact), marker="^", facecolors="none", edgecolors=GREY, s=22,
+                       label="exact (no error)")
+        if first_growth is not None and rows[first_growth].get("sqnr_db") is not None:
+            row = rows[first_growth]
+            ax.plot([first_growth], [row["sqnr_db"]], marker="s", color=VERMILLION, markersize=8, linestyle="none",
+                    label="error first grows")
+            ax.annotate(_short(row["tensor"], 30), (first_growth, row["sqnr_db"]), textcoords="offset points",
+                        xytext=(6, -12), fontsize=8, color=VERMILLION)
+        if len(rows) <= 30:
+            ax.set_xticks(range(len(rows)))
+            ax.set_xticklabels([_short(r["tensor"], 18) for r in rows], rotation=60, ha="right", fontsize=7)
+        ax.set_xlabel("tensor, in the base's graph order")
+        ax.set_ylabel("SQNR against the base (dB)")
+        ax.grid(color="#e0e0e0", linewidth=0.5)
+        ax.legend(loc="best", fontsize=8, frameon=False)
+        fig.tight_layout()
+        parts = []
+        if first_growth is not None:
+            row = rows[first_growth]
+            value = f"{row['sqnr_db']:.1f} dB" if row.get("sqnr_db") is not None else "new NaN or infinite values"
+            parts.append(f"error first grows at {row['tensor']} ({row['op']}): {value}")
+        lowest = sorted(finite, key=lambda p: p[1])[:5]
+        parts.append("lowest: " + ", ".join(f"{rows[i]['tensor']} {v:.1f} dB" for i, v in lowest))
+        parts.append(f"{len(exact)} of {len(rows)} tensors exact")
+        return _figure_svg(fig, f"SQNR of {name} against the base, tensor by tensor", "; ".join(parts))

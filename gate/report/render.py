@@ -46,26 +46,46 @@ def _interval(iv, ref=None, metric: str = "") -> str:
     return f"{fmt.number(iv[0], ref, metric=metric)} to {fmt.number(iv[1], ref, metric=metric)}"
 
 
-def group_rows(candidate: dict, task: str) -> list[dict]:
-    """Every subgroup of every grouping with the task's headline metric, worst change first."""
+def _is_perturbation(grouping: dict) -> bool:
+    return grouping.get("kind") == "perturbation"
+
+
+def group_rows(candidate: dict, task: str, perturbations: bool = False) -> list[dict]:
+    """Every subgroup of every grouping (or, with perturbations, every perturbation of the inputs) with the
+    task's headline metric, worst change first. A perturbation's row carries `parameters` (its kind and
+    parameters as text) and `unavailable` (why it could not be compared), since a lost comparison there is a
+    finding, not a gap in the table."""
     from gate.measure.registry import get_metric
 
     metric = headline(task)
     higher = get_metric(metric).higher_is_better
     rows = []
     for grouping in candidate.get("groupings", []):
+        if _is_perturbation(grouping) != perturbations:
+            continue
         for group in grouping["groups"]:
             m = group["metrics"].get(metric)
-            if not m or m.get("unavailable"):
+            if not m or (m.get("unavailable") and not perturbations):
                 continue
             iv = m.get("delta_interval") or {}
-            rows.append({"grouping": grouping["name"], "key": group["key"], "label": f"{grouping['name']}={group['key']}",
+            label = group["key"] if perturbations else f"{grouping['name']}={group['key']}"
+            rows.append({"grouping": grouping["name"], "key": group["key"], "label": label,
                          "n": group["n"], "metric": metric, "base": m["base"], "candidate": m["candidate"],
                          "delta": m["delta"], "low": iv.get("low"), "high": iv.get("high"),
-                         "flips": group.get("flips"), "negative_flips": group.get("negative_flips")})
+                         "flips": group.get("flips"), "negative_flips": group.get("negative_flips"),
+                         "parameters": parameters_text(group.get("parameters")), "unavailable": m.get("unavailable")})
     worst_first = (lambda r: (r["delta"] if r["delta"] is not None else 0.0)) if higher else \
         (lambda r: -(r["delta"] if r["delta"] is not None else 0.0))
-    return sorted(rows, key=lambda r: (worst_first(r), r["label"]))
+    return sorted(rows, key=lambda r: (r["unavailable"] is None, worst_first(r), r["label"]))
+
+
+def parameters_text(parameters: dict | None) -> str:
+    """A perturbation's parameters as a reader wants them: "gaussian_noise, snr_db 20, seed 0"."""
+    if not parameters:
+        return ""
+    rest = [f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in parameters.items()
+            if k not in ("kind", "index")]
+    return ", ".join([str(parameters.get("kind", ""))] + rest)
 
 
 # subgroups drawn and listed in report.html; the rest are counted, and all are in report.json
@@ -138,10 +158,12 @@ def pareto_chart(report: dict, cost: str):
     points = [{"name": "base", "verdict": "base", "quality": report["base"]["metrics"].get(quality),
                "cost": cost_of.get("base")}]
     for c in report["candidates"]:
-        points.append({"name": c["name"], "verdict": c["verdict"],
-                       "quality": (c["metrics"].get(quality) or {}).get("candidate"), "cost": cost_of.get(c["name"])})
+        measured = c["metrics"].get(quality) or {}
+        interval = measured.get("candidate_interval") or {}
+        points.append({"name": c["name"], "verdict": c["verdict"], "quality": measured.get("candidate"),
+                       "low": interval.get("low"), "high": interval.get("high"), "cost": cost_of.get(c["name"])})
     return Markup(pareto_svg(points, quality=quality, higher_is_better=get_metric(quality).higher_is_better,
-                             cost=cost, cost_label=label))
+                             cost=cost, cost_label=label, confidence=report.get("confidence")))
 
 
 def latency_chart(candidate: dict):
@@ -156,6 +178,17 @@ def latency_chart(candidate: dict):
                               name=candidate["name"]))
 
 
+def reliability_chart(candidate: dict):
+    from markupsafe import Markup
+
+    from gate.report.charts import reliability_svg
+
+    cal = candidate.get("calibration") or {}
+    if not cal.get("base") and not cal.get("candidate"):
+        return ""
+    return Markup(reliability_svg(cal.get("base"), cal.get("candidate"), name=candidate["name"]))
+
+
 def top_changes(matrix: dict | None, k: int = 10) -> list[dict]:
     """The largest base-class -> candidate-class moves."""
     if not matrix:
@@ -166,18 +199,95 @@ def top_changes(matrix: dict | None, k: int = 10) -> list[dict]:
     return sorted(moves, key=lambda m: (-m["count"], str(m["from"]), str(m["to"])))[:k]
 
 
+_WORST_FIRST = ("error", "fail", "inconclusive", "warn", "pass")
+
+
+def _worst(rules: list[dict]) -> str | None:
+    statuses = {r["status"] for r in rules}
+    return next((s for s in _WORST_FIRST if s in statuses), None)
+
+
+def release_summary(report: dict) -> list[dict]:
+    """The release manager's view: per candidate, the verdict of its rules against the base and against the
+    last blessed release, and what changed since that release (the headline metric and the flips)."""
+    hl = headline(report["task"])
+    rows = []
+    for c in report["candidates"]:
+        against = (c.get("releases") or {}).get("baseline")
+        if against is None:
+            continue
+        rules = c.get("rules", [])
+        changed = (against.get("metrics") or {})
+        rows.append({"name": c["name"], "verdict": c["verdict"],
+                     "vs_base": _worst([r for r in rules if r.get("vs", "base") == "base"]),
+                     "vs_release": _worst([r for r in rules if r.get("vs") == "baseline"]),
+                     "release": against.get("release"), "status": against["status"], "reason": against.get("reason"),
+                     "headline": hl, "change": changed.get(hl), "flips": changed.get("flip_rate")})
+    return rows
+
+
 def p_value(p) -> str:
     if p is None:
         return "–"
     return "< 0.0001" if p < 1e-4 else f"{p:.4f}"
 
 
+# tensors report.html lists when a comparison tensor by tensor has more: the lowest SQNR (and the first growth)
+LAYER_ROWS_SHOWN = 40
+
+
+def layer_rows(layers: dict | None) -> list[dict]:
+    """The rows of a tensor-by-tensor comparison report.html lists, in graph order, each with its `index`:
+    every row of a small graph, else the LAYER_ROWS_SHOWN with the lowest SQNR plus the first growth."""
+    layers = layers or {}
+    rows = [dict(r, index=i) for i, r in enumerate(layers.get("rows") or [])]
+    if len(rows) <= LAYER_ROWS_SHOWN:
+        return rows
+
+    def worst(r: dict) -> tuple:  # a base zero everywhere and a candidate not: the worst; exact: the best
+        if r.get("exact"):
+            return (2, 0.0, r["index"])
+        return (0 if r.get("sqnr_db") is None else 1, r.get("sqnr_db") or 0.0, r["index"])
+
+    keep = {r["index"] for r in sorted(rows, key=worst)[:LAYER_ROWS_SHOWN]}
+    if layers.get("first_growth") is not None:
+        keep.add(layers["first_growth"])
+    return [r for r in rows if r["index"] in keep]
+
+
+def layers_chart(candidate: dict):
+    from markupsafe import Markup
+
+    from gate.report.charts import layers_svg
+
+    layers = candidate.get("layers") or {}
+    if not layers.get("rows"):
+        return ""
+    return Markup(layers_svg(layers["rows"], first_growth=layers.get("first_growth"), name=candidate["name"]))
+
+
+def py_list(names) -> str:
+    """Names as a list to paste into Python or YAML (a JSON string is both), on one line. Backticks and markup
+    characters are written as \\u escapes, which both read back as the same name: a name can neither close the
+    Markdown code fence around it nor carry a tag anywhere."""
+    import json
+
+    text = json.dumps([str(n) for n in names or []], ensure_ascii=True)
+    return text.translate({ord(c): f"\\u{ord(c):04x}" for c in "`<>&"})
+
+
 FILTERS = {
     "headline": headline,
+    "layer_rows": layer_rows,
+    "layers_chart": layers_chart,
+    "py_list": py_list,
+    "db": lambda x: "–" if x is None else f"{x:.1f}",
     "pareto_chart": pareto_chart,
     "latency_chart": latency_chart,
+    "reliability_chart": reliability_chart,
     "top_changes": top_changes,
     "p_value": p_value,
+    "release_summary": release_summary,
     "group_rows": group_rows,
     "most_lost": most_lost,
     "tests_shown": tests_shown,
@@ -206,13 +316,15 @@ def _finalize(value):
     return value
 
 
-def _bytecode_cache():
-    """Compiled templates kept between runs (compiling the three takes a quarter second)."""
+def _bytecode_cache(kind: str):
+    """Compiled templates kept between runs (compiling the three takes a quarter second). One folder per kind
+    of environment: jinja2 keys its cache by template file and source only, and a shipped template compiled in
+    the sandbox (calls through `environment.call`) fails when the plain environment loads it, and back."""
     import os
 
     from jinja2 import FileSystemBytecodeCache
 
-    root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "gate" / "jinja"
+    root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "gate" / "jinja" / kind
     try:
         root.mkdir(parents=True, exist_ok=True)
         probe = root / ".writable"
@@ -230,7 +342,7 @@ def environment(templates: Path | None, *, autoescape: bool) -> Environment:
         loaders.insert(0, FileSystemLoader(str(templates)))
         cls = SandboxedEnvironment
     env = cls(loader=ChoiceLoader(loaders), undefined=StrictUndefined, keep_trailing_newline=True, finalize=_finalize,
-              bytecode_cache=_bytecode_cache(),
+              bytecode_cache=_bytecode_cache("sandboxed" if cls is SandboxedEnvironment else "trusted"),
               trim_blocks=True, lstrip_blocks=True,
               autoescape=select_autoescape(enabled_extensions=("html.j2", "xml.j2"), default=False)
               if autoescape else False)

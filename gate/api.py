@@ -150,7 +150,7 @@ def summary_lines(verdict: Verdict, out_dir: Path | None) -> list[str]:
 
 def check(policy: PathLike | Policy, *, base: PathLike | None = None, candidates: Candidates | None = None,
           data: PathLike | None = None, out: PathLike | None = None, templates: PathLike | None = None,
-          progress: bool = False) -> GateResult:
+          progress: bool = False, cache: PathLike | None = None) -> GateResult:
     """Measure, judge and (with `out`) report, as `gate check` does.
 
     policy: a policy YAML file, the name of a shipped preset, or a gate.policy.Policy. Paths inside the policy
@@ -160,26 +160,28 @@ def check(policy: PathLike | Policy, *, base: PathLike | None = None, candidates
     out: the report folder (report.md, report.html, report.json, junit.xml); None writes no reports.
     templates: a folder of templates overriding the shipped ones (needs out).
     progress: show a progress bar on stderr.
+    cache: a folder that keeps the base's outputs between runs (keyed by the sha256 of the base, the data and
+        the settings; a damaged or stale entry is recomputed, never trusted).
 
     Returns a GateResult (`result.passed`, `result.tally`, `result.failing_rules()`, `result.verdict`,
     `result.measurements`, `result.report_dir`). Raises GateInputError when the inputs are wrong.
     """
     result = run_check(policy, base=base, candidates=candidates, data=data, out=out, templates=templates,
-                       progress=progress, flags=_API_FLAGS)
+                       progress=progress, cache=cache, flags=_API_FLAGS)
     _raise_render_errors(result, templates)
     return result
 
 
 def measure(policy: PathLike | Policy, *, base: PathLike | None = None, candidates: Candidates | None = None,
             data: PathLike | None = None, out: PathLike | None = None, target: str | None = None,
-            progress: bool = False) -> Measurements:
+            progress: bool = False, cache: PathLike | None = None) -> Measurements:
     """Measure only, as `gate measure` does: returns gate.measurements.Measurements and, with `out`, writes them
     to that results file, to be judged elsewhere (`judge`, `gate judge`).
 
     target: measure speed, memory and energy only, with the settings of the policy's latency.targets.TARGET.
     The other arguments are those of `check`. Raises GateInputError when the inputs are wrong."""
     return run_measure(policy, base=base, candidates=candidates, data=data, out=out, target=target,
-                       progress=progress, flags=_API_FLAGS)
+                       progress=progress, cache=cache, flags=_API_FLAGS)
 
 
 def judge(results: PathLike | Measurements | Sequence[PathLike | Measurements], policy: PathLike | Policy, *,
@@ -210,7 +212,7 @@ _API_FLAGS = Flags(out_dir="out", out_file="out", example="{flag}='{value}'")
 
 
 def run_check(policy, *, base=None, candidates=None, data=None, out=None, templates=None, progress=None,
-              flags: Flags = _CLI_FLAGS) -> GateResult:
+              cache=None, flags: Flags = _CLI_FLAGS) -> GateResult:
     """check() without raising for reports that failed to render (result.report_errors): the command line
     prints its summary first."""
     from gate.pipeline import measure as run_pipeline
@@ -218,22 +220,33 @@ def run_check(policy, *, base=None, candidates=None, data=None, out=None, templa
     check_templates(templates, out)
     policy = _load(policy, base=base, candidates=candidates, data=data)
     out_dir = writable_dir(out, flags.out_dir, flags=flags) if out is not None else None
-    measurements = run_pipeline(policy, show_progress=progress, settled=stopping_rule(policy))
+    measurements = run_pipeline(policy, show_progress=progress, settled=stopping_rule(policy),
+                                cache=_cache_dir(cache, flags))
     return judge_and_report(policy, measurements, out_dir, templates)
 
 
 def run_measure(policy, *, base=None, candidates=None, data=None, out=None, target=None, progress=None,
-                flags: Flags = _CLI_FLAGS) -> Measurements:
+                cache=None, flags: Flags = _CLI_FLAGS) -> Measurements:
     from gate.pipeline import measure as run_pipeline
 
     policy = _load(policy, base=base, candidates=candidates, data=data)
     path = writable_file(out, flags.out_file, flags=flags) if out is not None else None
-    measurements = run_pipeline(policy, show_progress=progress, target=target, settled=stopping_rule(policy))
+    measurements = run_pipeline(policy, show_progress=progress, target=target, settled=stopping_rule(policy),
+                                cache=_cache_dir(cache, flags))
     if path is not None:
         from gate.report import atomic_write
 
         atomic_write(path, json.dumps({"gate_results": measurements.to_dict()}, indent=2, default=str) + "\n")
     return measurements
+
+
+def _cache_dir(cache, flags: Flags) -> Path | None:
+    """The cache folder, created and probed before any model runs (as --out is)."""
+    if cache is None:
+        return None
+    name = "--cache" if flags is _CLI_FLAGS else "cache"
+    return writable_dir(_path_text(cache, name), name, fix=f"give {name} a folder the gate may write",
+                        flags=flags)
 
 
 def run_judge(results, policy, *, out=None, templates=None, flags: Flags = _CLI_FLAGS) -> GateResult:

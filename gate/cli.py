@@ -25,6 +25,9 @@ def _model_flags(p: argparse.ArgumentParser) -> None:
                    help="candidate model; repeat for several; NAME defaults to the file name (overrides candidates:)")
     p.add_argument("--data", metavar="D", help="calibration data: .npz, .csv, .parquet, .arrow/.feather or a folder of .npy files "
                                              "(overrides data.path)")
+    p.add_argument("--cache", metavar="DIR", help="keep the base's outputs in DIR and reuse them while the base, "
+                                                 "the data and the settings are unchanged (sha256 keyed; a damaged "
+                                                 "entry is recomputed, never trusted)")
     bar = p.add_mutually_exclusive_group()
     bar.add_argument("--progress", dest="progress", action="store_true", default=None,
                      help="show a progress bar (default: only on a terminal)")
@@ -212,7 +215,7 @@ def cmd_check(args) -> int:
     from gate.api import run_check
 
     result = run_check(args.policy, base=args.base, candidates=args.candidate, data=args.data, out=args.out,
-                       templates=args.templates, progress=args.progress)
+                       templates=args.templates, progress=args.progress, cache=args.cache)
     return _finish(result, args.templates)
 
 
@@ -220,7 +223,7 @@ def cmd_measure(args) -> int:
     from gate.api import run_measure
 
     measurements = run_measure(args.policy, base=args.base, candidates=args.candidate, data=args.data,
-                               out=args.out, target=args.target, progress=args.progress)
+                               out=args.out, target=args.target, progress=args.progress, cache=args.cache)
     out = Path(args.out)
     if args.target:
         host = measurements.provenance.get("host", {}).get("hostname", "this machine")

@@ -503,6 +503,14 @@ def _check_header(body: dict, path: str = "") -> None:
         _count(body[key], _at(path, key))
 
 
+def _check_cache(x, path: str) -> None:
+    if _obj(x, path, required=("status",), allowed=("status", "key", "note"), null=True) is None:
+        return
+    _enum(x["status"], _at(path, "status"), ("hit", "stored", "refreshed", "off"))
+    _str(x.get("key"), _at(path, "key"), null=True)
+    _str(x.get("note"), _at(path, "note"), null=True)
+
+
 def results_problem(doc) -> str | None:
     """The first thing wrong with a results.json document (as parsed), or None. The format is checked first."""
     from gate.measurements import CandidateMeasurements, Measurements, MetricResult, ModelInfo  # numpy
@@ -530,6 +538,7 @@ def results_problem(doc) -> str | None:
         _sha(data.get("sha256"), "gate_results.data.sha256")
         provenance = _obj(body["provenance"], "gate_results.provenance")
         _obj(provenance.get("host"), "gate_results.provenance.host", null=True)
+        _check_cache(provenance.get("cache"), "gate_results.provenance.cache")
         target = _obj(provenance.get("target"), "gate_results.provenance.target", null=True)
         if target is not None and "name" in target:
             _str(target["name"], "gate_results.provenance.target.name")

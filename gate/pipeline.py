@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import numpy as np
 
@@ -114,7 +115,7 @@ def _open(ref: ModelRef, policy: Policy, dataset: Dataset):
 
 
 def measure(policy: Policy, *, show_progress: bool | None = None, target: str | None = None,
-            settled: Settled | None = None) -> Measurements:
+            settled: Settled | None = None, cache: Path | None = None) -> Measurements:
     """Quality, agreement and footprint of every candidate, and speed and memory when a rule asks for them.
     With a target: speed, memory and energy only, with that target's settings (`gate measure --target`).
     settled: the stopping rule of the timed loop (see Settled); without it a borderline speed result is not
@@ -157,43 +158,33 @@ def measure(policy: Policy, *, show_progress: bool | None = None, target: str | 
         return Collector(n=n, task=policy.task, scores=policy.scores, keep_probs=keep_probs, where=where,
                          labels_where=labels_where, classes=classes)
 
-    base_col = collector(str(policy.base.path))
-    cols = {name: collector(str(runner.path)) for name, runner in runners.items()}
-    agreements = {name: AgreementCollector(n) for name in runners}
     progress = Progress(n, "measuring", enabled=show_progress)
     batch, _ = policy.quality_batch
-    for start in range(0, n, batch):
-        stop = min(start + batch, n)
-        labels = y[start:stop] if y is not None else None
-        try:
-            base_raw = base_runner.run(start, stop)
-            base_logp = base_col.add(base_raw, labels, start, stop)
-        except GateInputError:
-            raise
-        except Exception as exc:  # without a base there is nothing to compare: the input is wrong
-            raise GateInputError(f"failed on samples {start}..{stop - 1}: {type(exc).__name__}: "
-                                 f"{str(exc).strip()[:300]}", path=policy.base.path,
-                                 fix="check that the base model accepts every sample of the data") from None
-        if base_col.nonfinite:  # every comparison is against the base: it must be a number everywhere
-            bad = base_col.nonfinite
-            raise GateInputError(f"gave NaN or infinite outputs for samples {', '.join(map(str, bad['first']))}"
-                                 f"{' ...' if bad['count'] > len(bad['first']) else ''}", path=policy.base.path,
-                                 fix="the base must give finite outputs on every calibration sample: check the "
-                                     "export and the data's preprocessing (scaling, missing values)")
-        for name in list(runners):
-            try:
-                raw = runners[name].run(start, stop)
-                logp = cols[name].add(raw, labels, start, stop)
-                if start == 0:
-                    check_comparable(base_col, cols[name])
-                agreements[name].add(base_raw, raw, base_logp, logp, start, stop)
-            except Exception as exc:  # one broken candidate must not take the others down
-                kind = "input" if isinstance(exc, GateInputError) else "crash"
-                text = exc.render() if isinstance(exc, GateInputError) else f"{type(exc).__name__}: {exc}"
-                failed[name] = CandidateMeasurements(info=infos[name], error=text, error_kind=kind)
-                del runners[name]
-        progress.advance(stop - start)
+    # the clean pass may read the base's outputs from the cache; every later use runs the model itself
+    served, cache_state = _with_cache(cache, policy, base_runner, base_info, dataset, batch)
+    done = _one_pass(served, runners, lambda runner: collector(str(runner.path)), y, n, batch, progress)
     progress.close()
+    if done.base_error is not None:
+        exc, start, stop = done.base_error
+        if isinstance(exc, GateInputError):
+            raise exc
+        # without a base there is nothing to compare: the input is wrong
+        raise GateInputError(f"failed on samples {start}..{stop - 1}: {type(exc).__name__}: "
+                             f"{str(exc).strip()[:300]}", path=policy.base.path,
+                             fix="check that the base model accepts every sample of the data")
+    if done.base.nonfinite:  # every comparison is against the base: it must be a number everywhere
+        bad = done.base.nonfinite
+        raise GateInputError(f"gave NaN or infinite outputs for samples {', '.join(map(str, bad['first']))}"
+                             f"{' ...' if bad['count'] > len(bad['first']) else ''}", path=policy.base.path,
+                             fix="the base must give finite outputs on every calibration sample: check the "
+                                 "export and the data's preprocessing (scaling, missing values)")
+    cache_state = _fill_cache(cache, served, cache_state)
+    for name, (exc, _, _) in done.failed.items():  # one broken candidate must not take the others down
+        kind = "input" if isinstance(exc, GateInputError) else "crash"
+        text = exc.render() if isinstance(exc, GateInputError) else f"{type(exc).__name__}: {exc}"
+        failed[name] = CandidateMeasurements(info=infos[name], error=text, error_kind=kind)
+        del runners[name]
+    base_col, cols, agreements = done.base, done.cands, done.agreements
     perturbed, perturbed_notes = _under_perturbations(policy, base_runner, runners, collector, y, n,
                                                       show_progress=show_progress)
 
@@ -227,13 +218,13 @@ def measure(policy: Policy, *, show_progress: bool | None = None, target: str | 
         if nonfinite:
             measured[name] = CandidateMeasurements(info=info, metrics=metrics, nonfinite=nonfinite,
                                                    notes=batch_notes(policy, base_info, info) +
-                                                   _output_notes(base_runner, runners[name]))
+                                                   _output_notes(served, runners[name]))
             continue
         grouped = groups.measure_groupings(
             groupings, base=base_pred, cand=cand_pred, agreement=agreement, y=y, task=policy.task, each=each,
             gaps=gaps, fairness=fairness, confidence=policy.confidence, bootstrap=policy.bootstrap, seed=policy.seed)
         grouped += (perturbed[name],) if name in perturbed else ()
-        notes = batch_notes(policy, base_info, info) + _output_notes(base_runner, runners[name]) + perturbed_notes
+        notes = batch_notes(policy, base_info, info) + _output_notes(served, runners[name]) + perturbed_notes
         if info.sha256 == base_info.sha256:
             metrics, grouped = _the_base_itself(metrics, grouped)
             notes += ("This candidate is the base's own file (the same sha256): every comparison with the base is "
@@ -278,7 +269,8 @@ def measure(policy: Policy, *, show_progress: bool | None = None, target: str | 
               "labels": dataset.labels_key, "n_samples": n},
         provenance={"versions": provenance.versions(), "host": provenance.host(), "ci": provenance.ci(),
                     "started": started, "finished": provenance.now(), "command": provenance.command(),
-                    "policy": {"path": policy.source, "sha256": policy.sha256}},
+                    "policy": {"path": policy.source, "sha256": policy.sha256},
+                    **({"cache": cache_state} if cache_state else {})},
     )
 
 
@@ -353,35 +345,15 @@ def _under_perturbations(policy: Policy, base_runner, runners: dict, collector, 
         inputs = columns if p.kind not in perturb.IMAGE_ONLY else \
             {k: c for k, c in columns.items() if perturb.is_image_shaped(c)}
         transform = perturb.Perturber(p, seed=policy.seed, columns=inputs)
-        base_col = collector(f"{policy.base.path} under {p.name}")
-        cols = {name: collector(f"{runner.path} under {p.name}") for name, runner in runners.items()}
-        agreements = {name: AgreementCollector(n) for name in runners}
-        failed: dict[str, str] = {}
-        base_failed = None
         with contextlib.ExitStack() as stack:
             for runner in (base_runner, *runners.values()):
                 stack.enter_context(runner.transformed(transform))
-            for start in range(0, n, batch):
-                stop = min(start + batch, n)
-                labels = y[start:stop] if y is not None else None
-                try:
-                    base_raw = base_runner.run(start, stop)
-                    base_logp = base_col.add(base_raw, labels, start, stop)
-                except Exception as exc:  # the base fails under this perturbation, not the whole run
-                    base_failed = f"the base failed under {p.name} on samples {start}..{stop - 1}: " \
-                                  f"{type(exc).__name__}: {str(exc).strip()[:300]}"
-                    break
-                for name, runner in runners.items():
-                    if name in failed:
-                        continue
-                    try:
-                        raw = runner.run(start, stop)
-                        agreements[name].add(base_raw, raw, base_logp, cols[name].add(raw, labels, start, stop),
-                                             start, stop)
-                    except Exception as exc:  # only this candidate's comparison under it is lost
-                        failed[name] = f"the candidate failed under {p.name} on samples {start}..{stop - 1}: " \
-                                       f"{type(exc).__name__}: {str(exc).strip()[:300]}"
-                progress.advance(stop - start)
+            done = _one_pass(base_runner, runners, lambda runner: collector(f"{runner.path} under {p.name}"), y, n,
+                             batch, progress)
+        base_col, cols, agreements = done.base, done.cands, done.agreements
+        # the base failing under this perturbation loses this perturbation's comparisons, not the whole run
+        base_failed = _failed_text("the base failed", p.name, done.base_error)
+        failed = {name: _failed_text("the candidate failed", p.name, error) for name, error in done.failed.items()}
         if base_failed is None and base_col.nonfinite:
             base_failed = f"the base itself fails under {p.name}: {_nonfinite_text(base_col.nonfinite)}"
         for name in runners:
@@ -398,6 +370,98 @@ def _under_perturbations(policy: Policy, base_runner, runners: dict, collector, 
                 bootstrap=policy.bootstrap, seed=policy.seed + p.index))
     progress.close()
     return {name: groups.perturbation_grouping(found[name]) for name in runners}, notes
+
+
+# a cached entry holds the base's raw outputs for every sample: beyond this it is not worth a disk and a hash
+MAX_CACHED_BYTES = 2_000_000_000
+
+
+def _with_cache(folder: Path | None, policy: Policy, base_runner, base_info: ModelInfo, dataset: Dataset,
+                batch: int):
+    """The base runner the clean pass uses: served from the cache when an entry matches, else recording what
+    it gives so the entry can be written. -> (runner, (state, key) or None)"""
+    from gate import cache
+
+    if folder is None:
+        return base_runner, None
+    backend = {k: v for k, v in provenance.versions().items() if k in ("onnxruntime", "torch")}
+    key = cache.base_key(model_files=[f["path"] for f in base_info.files] or [str(base_info.path)],
+                         data_sha256=dataset.sha256, n=dataset.n, inputs=dict(policy.data.inputs),
+                         output=base_info.output, batch=batch, backend=backend)
+    raw, notes, state = cache.load(folder, key)
+    if raw is not None:
+        return cache.CachedRunner(base_runner, raw, notes), (state, key)
+    return cache.RecordingRunner(base_runner), (state, key)
+
+
+def _fill_cache(folder: Path | None, runner, cached) -> dict | None:
+    """Write the entry a recording runner collected; the cache's state for provenance."""
+    from gate import cache
+
+    if cached is None:
+        return None
+    state, key = cached
+    if isinstance(runner, cache.RecordingRunner):
+        raw = runner.outputs()
+        if raw.nbytes > MAX_CACHED_BYTES:
+            state = cache.CacheState("off", state.key, f"the base's outputs ({raw.nbytes / 1e9:.1f} GB) are too "
+                                                       "large to cache")
+        else:
+            try:
+                cache.store(folder, key, raw, tuple(getattr(runner, "notes", ())))
+            except OSError as exc:  # a full disk or a read-only cache folder costs the next run, not this one
+                state = cache.CacheState("off", state.key, f"the cache could not be written: {exc}")
+    return state.to_dict()
+
+
+@dataclass
+class _Pass:
+    """One pass of base and candidates over the data: what each gave, and what failed where."""
+    base: Collector
+    cands: dict[str, Collector]
+    agreements: dict[str, AgreementCollector]
+    failed: dict[str, tuple[Exception, int, int]] = field(default_factory=dict)  # candidate -> (error, start, stop)
+    base_error: tuple[Exception, int, int] | None = None
+
+
+def _one_pass(base_runner, runners: dict, collector, y, n: int, batch: int, progress: Progress) -> _Pass:
+    """Base and every candidate batch by batch, each batch run by every model before the next (one pass over
+    the data in memory). The base failing or giving NaN stops the pass; a failing candidate is left out of
+    the rest of it. What either means is the caller's to say (the clean pass refuses the inputs, a perturbed
+    pass loses that perturbation's comparisons)."""
+    done = _Pass(base=collector(base_runner), cands={name: collector(r) for name, r in runners.items()},
+                 agreements={name: AgreementCollector(n) for name in runners})
+    for start in range(0, n, batch):
+        stop = min(start + batch, n)
+        labels = y[start:stop] if y is not None else None
+        try:
+            base_raw = base_runner.run(start, stop)
+            base_logp = done.base.add(base_raw, labels, start, stop)
+        except Exception as exc:
+            done.base_error = (exc, start, stop)
+            return done
+        if done.base.nonfinite:
+            return done
+        for name, runner in runners.items():
+            if name in done.failed:
+                continue
+            try:
+                raw = runner.run(start, stop)
+                logp = done.cands[name].add(raw, labels, start, stop)
+                if start == 0:
+                    check_comparable(done.base, done.cands[name])
+                done.agreements[name].add(base_raw, raw, base_logp, logp, start, stop)
+            except Exception as exc:
+                done.failed[name] = (exc, start, stop)
+        progress.advance(stop - start)
+    return done
+
+
+def _failed_text(who: str, perturbation: str, error: tuple[Exception, int, int] | None) -> str | None:
+    if error is None:
+        return None
+    exc, start, stop = error
+    return f"{who} under {perturbation} on samples {start}..{stop - 1}: {type(exc).__name__}: {str(exc).strip()[:300]}"
 
 
 def _nonfinite_text(nonfinite: dict) -> str:

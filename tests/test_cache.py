@@ -1,0 +1,127 @@
+"""The base outputs cache (`--cache DIR`): a warm run reads the base's outputs instead of running it, gives the
+same report, and never trusts an entry that does not check out."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import (candidate, logits_for, lookup_model, make_scenario, read_report, rule_of, run_main,
+                      write_npz, write_policy)
+from test_properties import first_difference
+
+RULES = [{"metric": "accuracy", "max_drop": 0.05}, {"metric": "flip_rate", "max": 0.2},
+         {"metric": "kl_divergence", "max": 5.0}]
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory) -> Path:
+    """500 samples; the candidate loses exactly 12 of the base's right answers and wins 3."""
+    root = tmp_path_factory.mktemp("cache")
+    s = make_scenario(500, 400, 12, 3, k=3, seed=5)
+    write_npz(root / "data.npz", s.y)
+    lookup_model(root / "base.onnx", logits_for(s.base, 3, seed=1))
+    lookup_model(root / "cand.onnx", logits_for(s.cand, 3, seed=2))
+    write_policy(root / "policy.yaml", RULES, candidates={"cand": "cand.onnx"}, batch_size=64)
+    return root
+
+
+def _check(root: Path, out: str, cache: Path | None, code: int = 0) -> dict:
+    args = ["check", "--policy", root / "policy.yaml", "--out", root / out, "--no-progress"]
+    if cache is not None:
+        args += ["--cache", cache]
+    result = run_main(*args)
+    assert result.code == code and "Traceback" not in result.stderr, result
+    return read_report(root / out)
+
+
+def _same_numbers(a: dict, b: dict) -> str | None:
+    strip = lambda r: {k: v for k, v in r.items() if k != "provenance"}  # noqa: E731
+    return first_difference(strip(a), strip(b))
+
+
+def _entry(cache: Path) -> tuple[Path, Path]:
+    [record] = cache.glob("base-*.json")
+    return record, record.with_suffix(".npz")
+
+
+def test_a_warm_run_reads_the_base_and_gives_the_same_report(tmp_path, lab):
+    cache = tmp_path / "cache"
+    plain = _check(lab, "plain", None)
+    cold = _check(lab, "cold", cache)
+    warm = _check(lab, "warm", cache)
+    assert "cache" not in plain["provenance"]
+    assert cold["provenance"]["cache"]["status"] == "stored" and warm["provenance"]["cache"]["status"] == "hit"
+    assert _same_numbers(plain, cold) is None and _same_numbers(cold, warm) is None
+    acc = rule_of(candidate(warm, "cand"), "accuracy")
+    assert acc["observed"] == pytest.approx((12 - 3) / 500)
+    assert "read from the cache" in (lab / "warm" / "report.html").read_text()
+
+
+def test_the_base_is_not_run_when_the_entry_matches(tmp_path, lab):
+    """Outputs rewritten with a matching sha256 (as a valid entry would be) are what the warm run judges: the
+    base model was not run. Here the rewritten base is right on every sample."""
+    cache = tmp_path / "cache"
+    _check(lab, "cold2", cache)
+    record_path, outputs = _entry(cache)
+    y = np.load(lab / "data.npz")["label"]
+    np.savez(outputs, raw=logits_for(y, 3, seed=9))
+    record = json.loads(record_path.read_text())
+    from gate.files import sha256_of
+    record["outputs_sha256"] = sha256_of(outputs)
+    record_path.write_text(json.dumps(record))
+    warm = _check(lab, "warm2", cache, code=1)  # against a perfect base the candidate now fails
+    assert warm["base"]["metrics"]["accuracy"] == 1.0 and warm["provenance"]["cache"]["status"] == "hit"
+
+
+@pytest.mark.parametrize("damage", ["flipped byte", "truncated", "other key", "not json", "outputs missing"])
+def test_a_damaged_entry_is_recomputed_with_a_note_never_trusted(tmp_path, lab, damage):
+    cache = tmp_path / "cache"
+    cold = _check(lab, f"c-{damage}", cache)
+    record, outputs = _entry(cache)
+    if damage == "flipped byte":
+        data = bytearray(outputs.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        outputs.write_bytes(bytes(data))
+    elif damage == "truncated":
+        outputs.write_bytes(outputs.read_bytes()[:100])
+    elif damage == "other key":
+        doc = json.loads(record.read_text())
+        doc["key"]["batch"] = 1
+        record.write_text(json.dumps(doc))
+    elif damage == "not json":
+        record.write_text("{not json")
+    else:
+        outputs.unlink()
+    again = _check(lab, f"a-{damage}", cache)
+    state = again["provenance"]["cache"]
+    assert state["status"] == "refreshed" and "were not used" in state["note"], state
+    assert _same_numbers(cold, again) is None
+    assert _check(lab, f"b-{damage}", cache)["provenance"]["cache"]["status"] == "hit"  # rewritten
+
+
+def test_another_data_file_or_batch_size_is_another_entry(tmp_path, lab):
+    root = tmp_path / "lab"
+    shutil.copytree(lab, root)
+    cache = tmp_path / "cache"
+    _check(root, "one", cache)
+    write_policy(root / "policy.yaml", RULES, candidates={"cand": "cand.onnx"}, batch_size=32)
+    assert _check(root, "two", cache)["provenance"]["cache"]["status"] == "stored"
+    y = np.load(root / "data.npz")["label"]
+    write_npz(root / "data.npz", y, extra=np.zeros(len(y)))
+    assert _check(root, "three", cache)["provenance"]["cache"]["status"] == "stored"
+    assert len(list(cache.glob("base-*.json"))) == 3
+
+
+def test_a_cache_that_is_a_file_is_refused_before_anything_runs(tmp_path, lab):
+    (tmp_path / "afile").write_text("x")
+    result = run_main("check", "--policy", lab / "policy.yaml", "--out", tmp_path / "r", "--cache", tmp_path / "afile")
+    assert result.code == 2 and "afile" in result.stderr and "--cache" in result.stderr
+    result = run_main("measure", "--policy", lab / "policy.yaml", "--out", tmp_path / "m.json", "--cache",
+                      tmp_path / "c")
+    assert result.code == 0 and json.loads((tmp_path / "m.json").read_text())["gate_results"]["provenance"][
+        "cache"]["status"] == "stored"

@@ -18,7 +18,6 @@ benchmark.extra_info, stdout and the terminal summary.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import resource
@@ -31,12 +30,12 @@ from pathlib import Path
 
 from conftest import SUMMARY
 
-from gate.policy import Policy
+from gate.policy import DEFAULT_QUALITY_BATCH
 
 BARE = Path(__file__).with_name("bare_onnxruntime.py")
 ROUNDS = int(os.environ.get("GATE_BENCH_ROUNDS", "3"))
 TARGET = 1.2
-GATE_BATCH = next(f.default for f in dataclasses.fields(Policy) if f.name == "batch_size")
+GATE_BATCH = DEFAULT_QUALITY_BATCH  # the policy sets no batch_size or latency.batch_size
 
 
 def _env(tmp: Path) -> dict:

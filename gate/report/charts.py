@@ -189,31 +189,27 @@ def latency_svg(base: dict, candidate: dict, *, name: str) -> str:
 
 def reliability_svg(base: list[dict] | None, candidate: list[dict] | None, *, name: str) -> str:
     """Reliability diagram: accuracy against mean confidence per bin for base and candidate on one axes, with
-    the diagonal a perfectly calibrated model lies on. Tables: {low, high, count, confidence, accuracy}."""
+    the diagonal a perfectly calibrated model lies on. Tables: {low, high, count, confidence, accuracy}.
+    Drawn without matplotlib (gate/report/svg.py): every report with scores has one."""
+    from gate.report.svg import Chart, Series, render
+
     # as the latency chart: the base solid black, the candidate dashed blue; the markers differ too
     curves = [(label, [b for b in table or [] if b.get("count")], style)
-              for label, table, style in (("base", base, ("black", "-", "o")), (name, candidate, (BLUE, "--", "s")))]
+              for label, table, style in (("base", base, ("black", None, "circle")),
+                                          (name, candidate, (BLUE, "5 3", "square")))]
     curves = [c for c in curves if c[1]]
     if not curves:
         return ""
-    with _figure(4.8, 4.4) as (fig, ax):
-        ax.plot([0, 1], [0, 1], color=GREY, linestyle=":", linewidth=1, label="perfectly calibrated")
-        for label, bins, (colour, style, marker) in curves:
-            ax.plot([b["confidence"] for b in bins], [b["accuracy"] for b in bins], color=colour, linestyle=style,
-                    marker=marker, markersize=4, label=_short(label, 30))
-        ax.set_xlim(0, 1)
-        ax.set_ylim(0, 1)
-        ax.set_aspect("equal")
-        ax.set_xlabel("mean confidence in bin (highest class probability)")
-        ax.set_ylabel("accuracy in bin")
-        ax.grid(color="#e0e0e0", linewidth=0.5)
-        ax.legend(loc="upper left", fontsize=8, frameon=False)
-        fig.tight_layout()
-        description = "; ".join(
-            f"{label}: " + ", ".join(f"{b['low']:.2f}-{b['high']:.2f}: confidence {b['confidence']:.3f}, accuracy "
-                                     f"{b['accuracy']:.3f}, {b['count']:,} samples" for b in bins)
-            for label, bins, _ in curves)
-        return _figure_svg(fig, f"reliability of base and {name}", description)
+    description = "; ".join(
+        f"{label}: " + ", ".join(f"{b['low']:.2f}-{b['high']:.2f}: confidence {b['confidence']:.3f}, accuracy "
+                                 f"{b['accuracy']:.3f}, {b['count']:,} samples" for b in bins)
+        for label, bins, _ in curves)
+    series = [Series(label=_short(label, 30), points=[(b["confidence"], b["accuracy"]) for b in bins],
+                     colour=colour, dash=dash, marker=marker) for label, bins, (colour, dash, marker) in curves]
+    return render(Chart(title=f"reliability of base and {name}", description=description,
+                        xlabel="mean confidence in bin (highest class probability)", ylabel="accuracy in bin",
+                        series=series, x_range=(0.0, 1.0), y_range=(0.0, 1.0), width=420, height=400,
+                        guides=[((0.0, 0.0), (1.0, 1.0))]))
 
 
 def history_svg(points: list[dict], *, metric: str, labels: list[str], higher_is_better: bool | None,
@@ -262,39 +258,35 @@ def layers_svg(rows: list[dict], *, first_growth: int | None, name: str) -> str:
 
     rows: the comparison's rows {tensor, op, exact, sqnr_db}. Exact tensors sit on a grey line above the
     highest finite value (hollow triangles); the first tensor where the error grows is a vermillion square
-    (shape and colour, never colour alone)."""
+    (shape and colour, never colour alone). Drawn without matplotlib (gate/report/svg.py)."""
+    from gate.report.svg import Chart, Series, render
+
     finite = [(i, r["sqnr_db"]) for i, r in enumerate(rows) if r.get("sqnr_db") is not None]
     if not finite:
         return ""  # every tensor exact: the sentence above the table says it, a flat line would not
     ceiling = max(v for _, v in finite) + 10
     exact = [i for i, r in enumerate(rows) if r.get("exact")]
-    with _figure(7.0, 3.4) as (fig, ax):
-        ax.plot([i for i, _ in finite], [v for _, v in finite], color=BLUE, marker="o", markersize=3, linewidth=1,
-                label="SQNR (dB)")
-        if exact:
-            ax.axhline(ceiling, color=GREY, linewidth=0.8, linestyle=":")
-            ax.scatter(exact, [ceiling] * len(exact), marker="^", facecolors="none", edgecolors=GREY, s=22,
-                       label="exact (no error)")
-        if first_growth is not None and rows[first_growth].get("sqnr_db") is not None:
-            row = rows[first_growth]
-            ax.plot([first_growth], [row["sqnr_db"]], marker="s", color=VERMILLION, markersize=8, linestyle="none",
-                    label="error first grows")
-            ax.annotate(_short(row["tensor"], 30), (first_growth, row["sqnr_db"]), textcoords="offset points",
-                        xytext=(6, -12), fontsize=8, color=VERMILLION)
-        if len(rows) <= 30:
-            ax.set_xticks(range(len(rows)))
-            ax.set_xticklabels([_short(r["tensor"], 18) for r in rows], rotation=60, ha="right", fontsize=7)
-        ax.set_xlabel("tensor, in the base's graph order")
-        ax.set_ylabel("SQNR against the base (dB)")
-        ax.grid(color="#e0e0e0", linewidth=0.5)
-        ax.legend(loc="best", fontsize=8, frameon=False)
-        fig.tight_layout()
-        parts = []
-        if first_growth is not None:
-            row = rows[first_growth]
-            value = f"{row['sqnr_db']:.1f} dB" if row.get("sqnr_db") is not None else "new NaN or infinite values"
-            parts.append(f"error first grows at {row['tensor']} ({row['op']}): {value}")
-        lowest = sorted(finite, key=lambda p: p[1])[:5]
-        parts.append("lowest: " + ", ".join(f"{rows[i]['tensor']} {v:.1f} dB" for i, v in lowest))
-        parts.append(f"{len(exact)} of {len(rows)} tensors exact")
-        return _figure_svg(fig, f"SQNR of {name} against the base, tensor by tensor", "; ".join(parts))
+    series = [Series(label="SQNR (dB)", points=[(float(i), v) for i, v in finite], colour=BLUE, size=2.5)]
+    guides, notes = [], []
+    if exact:
+        guides.append(((0.0, ceiling), (float(len(rows) - 1), ceiling)))
+        series.append(Series(label="exact (no error)", points=[(float(i), ceiling) for i in exact], colour=GREY,
+                             marker="hollow-triangle", line=False))
+    if first_growth is not None and rows[first_growth].get("sqnr_db") is not None:
+        row = rows[first_growth]
+        series.append(Series(label="error first grows", points=[(float(first_growth), row["sqnr_db"])],
+                             colour=VERMILLION, marker="square", line=False, size=5))
+        notes.append((float(first_growth), row["sqnr_db"], _short(row["tensor"], 30), VERMILLION))
+    ticks = [(float(i), _short(r["tensor"], 18)) for i, r in enumerate(rows)] if len(rows) <= 30 else None
+    parts = []
+    if first_growth is not None:
+        row = rows[first_growth]
+        value = f"{row['sqnr_db']:.1f} dB" if row.get("sqnr_db") is not None else "new NaN or infinite values"
+        parts.append(f"error first grows at {row['tensor']} ({row['op']}): {value}")
+    lowest = sorted(finite, key=lambda p: p[1])[:5]
+    parts.append("lowest: " + ", ".join(f"{rows[i]['tensor']} {v:.1f} dB" for i, v in lowest))
+    parts.append(f"{len(exact)} of {len(rows)} tensors exact")
+    return render(Chart(title=f"SQNR of {name} against the base, tensor by tensor", description="; ".join(parts),
+                        xlabel="tensor, in the base's graph order", ylabel="SQNR against the base (dB)",
+                        series=series, x_range=(-0.5, len(rows) - 0.5), x_ticks=ticks, guides=guides, notes=notes,
+                        height=300))

@@ -40,3 +40,6 @@ def test_the_example_repository_is_gated_as_the_workflows_run_it(demo_dir, tmp_p
     assert named and all((repo / path).is_file() for path in named), named
     policy = yaml.safe_load((REPO / "gate" / "policy.yaml").read_text())
     assert set(policy["candidates"]) == {"int8", "fp16", "pruned-50"}
+    # nothing blessed yet: the rule against the last release is reported, not judged, and blocks nothing
+    against = [r for r in report["candidates"][0]["rules"] if r.get("vs") == "baseline"]
+    assert against and against[0]["status"] == "warn" and "no blessed release yet" in against[0]["reason"]

@@ -27,6 +27,7 @@ class Where:
     path: Path
     lines: np.ndarray | None = None
     noun: str | None = None
+    ids: np.ndarray | None = None  # row -> the sample's index in the file, when rows are read in another order
 
     def column(self, name: str) -> str:
         if self.noun is not None:
@@ -34,9 +35,10 @@ class Where:
         return f"column {name!r}" if self.lines is not None else f"key {name!r}"
 
     def sample(self, row: int) -> str:
+        index = int(self.ids[row]) if self.ids is not None else row
         if self.lines is not None:
-            return f"line {int(self.lines[row])} (sample {row})"
-        return f"sample {row} (row index, from 0)"
+            return f"line {int(self.lines[row])} (sample {index})"
+        return f"sample {index} (row index, from 0)"
 
     def line(self, row: int | None) -> int | None:
         return int(self.lines[row]) if self.lines is not None and row is not None else None

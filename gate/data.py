@@ -1,8 +1,9 @@
 """Calibration data -> columns the models are fed from, once for every model.
 
-One reader per format (READERS: npz, csv, parquet, arrow/feather, a folder of .npy files); each
-turns its file into whole columns (memory-mapped where the format allows) and nothing after
-load_dataset knows which format they came from.
+One reader per format (READERS: npz, csv, parquet, arrow/feather, a folder of .npy files, a folder of
+images with a labels CSV); each turns its file into whole columns (memory-mapped where the format
+allows; images decoded batch by batch, gate/imagefolder.py) and nothing after load_dataset knows
+which format they came from.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Callable
 
 import numpy as np
 
+from gate import imagefolder
 from gate.checks import Where, check_cast, check_feature, check_group, check_labels
 from gate.errors import GateInputError
 from gate.files import MB, check_readable, sha256_of
@@ -38,14 +40,17 @@ class Dataset:
     labels_key: str | None
     group_keys: tuple = ()
     row_lines: np.ndarray | None = None  # CSV: the line of every sample, for messages
+    sample_ids: np.ndarray | None = None  # row -> the sample's index in the file (rows read in another order)
     noun: str | None = None  # how messages name a column ("column {!r}"); None: key, or column for a CSV
     missing: dict = field(default_factory=dict)  # text column -> (count, first row) of its missing (null) cells
+    rows_path: Path | None = None  # the file row_lines count in, when it is not `path` (an image folder's CSV)
+    default_features: tuple | None = None  # the keys that feed a model unless the policy maps others (None: all)
     _stacked: dict = field(default_factory=dict, repr=False)
     _checked: set = field(default_factory=set, repr=False)  # columns that passed the feature check
 
     @property
     def where(self) -> Where:
-        return Where(path=self.path, lines=self.row_lines, noun=self.noun)
+        return Where(path=self.rows_path or self.path, lines=self.row_lines, noun=self.noun, ids=self.sample_ids)
 
     @property
     def sha256(self) -> str:
@@ -72,6 +77,13 @@ class Dataset:
                                  path=self.path, fix=f"map the input to one of: {', '.join(self.columns)[:300]}")
         for name in names:
             self._check_feature(name, for_input, model)
+        lazy = [n for n in names if isinstance(self.columns[n], imagefolder.ImageColumn)]
+        if lazy and len(names) > 1:
+            others = ", ".join(n for n in names if n not in lazy)[:200]
+            raise GateInputError(f"is mapped by {spec!r} to the input '{for_input}' of {model.name}, which joins "
+                                 f"the images {lazy[0]!r} with other columns ({others})",
+                                 path=self.path, fix=f"map the input to {lazy[0]!r} alone, and other inputs to the "
+                                 "other columns")
         key = tuple(names)
         if key not in self._stacked:
             # one stacked copy per mapping, shared by all models
@@ -84,13 +96,19 @@ class Dataset:
         for name in names:
             key = (name, np.dtype(want).str)
             if key not in self._checked:
-                check_cast(self.columns[name], want, name, self.where,
-                           used_by=f"the input '{for_input}' of {model.name}")
+                column, used_by = self.columns[name], f"the input '{for_input}' of {model.name}"
+                if isinstance(column, imagefolder.ImageColumn):
+                    column.check_cast(want, used_by=used_by)  # from the declared preprocessing, decoding nothing
+                else:
+                    check_cast(column, want, name, self.where, used_by=used_by)
                 self._checked.add(key)
 
     def _check_feature(self, name: str, for_input: str, model: Path) -> None:
         if name not in self._checked:
             _check_missing(self, name, f"feeds the input '{for_input}' of {model.name}")
+            if isinstance(self.columns[name], imagefolder.ImageColumn):
+                self._checked.add(name)  # pixels scaled by finite numbers: finite by construction, never read whole
+                return
             check_feature(self.columns[name], name, self.where, used_by=f"the input '{for_input}' of {model.name}")
             self._checked.add(name)
 
@@ -106,7 +124,8 @@ class Dataset:
 
     def feature_keys(self) -> list[str]:
         used = {self.labels_key, *[g for g in self.group_keys if isinstance(g, str)]}
-        return [k for k in self.columns if k not in used]
+        return [k for k in self.columns if k not in used and
+                (self.default_features is None or k in self.default_features)]
 
 
 def _stored_member(path: Path, archive: zipfile.ZipFile, key: str) -> np.ndarray | None:
@@ -172,8 +191,9 @@ def _as_numbers(values: list[str]) -> np.ndarray:
     return numbers
 
 
-def _load_csv(path: Path) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """Columns (numbers where every cell of a column is one, else text) and the line of every row."""
+def _load_csv(path: Path, text: tuple[str, ...] = ()) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Columns (numbers where every cell of a column is one, else text; the columns named in `text` always
+    text) and the line of every row."""
     try:
         # utf-8-sig: a byte-order mark (as Excel writes) is dropped, not glued to the first column name
         with open(path, newline="", encoding="utf-8-sig") as handle:
@@ -206,7 +226,8 @@ def _load_csv(path: Path) -> tuple[dict[str, np.ndarray], np.ndarray]:
     dupes = sorted({h for h in header if header.count(h) > 1})
     if dupes:
         raise GateInputError(f"has the column {dupes[0]!r} twice", path=path, line=1, fix="give columns unique names")
-    columns = {name: _as_numbers([r[i] for r in rows]) for i, name in enumerate(header)}
+    columns = {name: np.array([r[i] for r in rows], dtype=str) if name in text else _as_numbers([r[i] for r in rows])
+               for i, name in enumerate(header)}
     return columns, np.asarray(lines, dtype=np.int64)
 
 
@@ -369,6 +390,8 @@ class _Loaded:
     lines: np.ndarray | None = None
     noun: str | None = None
     missing: dict = field(default_factory=dict)
+    source: Path | None = None  # the file `lines` count in, when it is not data.path itself
+    features: tuple | None = None  # the keys that feed a model unless the policy maps others (None: every key)
 
 
 def _collect(pa, schema_names: list[str], batches, path: Path, budget: _Budget) -> _Loaded:
@@ -510,8 +533,9 @@ def _read_npy_folder(folder: Path, max_mb: float) -> tuple[_Loaded, list[Path], 
     files = _npy_files(folder)
     if not files:
         raise GateInputError("is a folder with no .npy files", path=folder,
-                             fix="save one array per key into it (numpy.save(folder / 'pixels.npy', x)), or point "
-                             "data.path at a .npz, .csv, .parquet or .feather file")
+                             fix="save one array per key into it (numpy.save(folder / 'pixels.npy', x)), point "
+                             "data.path at a .npz, .csv, .parquet or .feather file, or, for a folder of images, "
+                             "describe them under data.images in the policy")
     total, columns = 0, {}
     for file in files:
         total += check_readable(file, "calibration data file", max_mb)
@@ -536,10 +560,44 @@ def _read_npy_folder(folder: Path, max_mb: float) -> tuple[_Loaded, list[Path], 
     return _Loaded(columns=columns, noun="file '{}.npy'"), files, total
 
 
-def _folder_sha256(files: list[Path]) -> str:
-    """The folder's digest: sha256 of the lines 'name<TAB>sha256 of the file', in name order."""
-    manifest = "".join(f"{f.name}\t{sha256_of(f)}\n" for f in files)
+def _folder_sha256(files: list[Path], root: Path | None = None) -> str:
+    """The folder's digest: sha256 of the lines 'name<TAB>sha256 of the file', in the order given (name order for
+    a folder of .npy files); names relative to `root` when given (images in subfolders), else file names."""
+    manifest = "".join(f"{f.relative_to(root).as_posix() if root else f.name}\t{sha256_of(f)}\n" for f in files)
     return hashlib.sha256(manifest.encode("utf-8")).hexdigest()
+
+
+# ---- a folder of images with a labels CSV (gate/imagefolder.py) -----------------------------
+
+def _read_image_folder(folder: Path, images: imagefolder.ImageSpec, max_mb: float
+                       ) -> tuple[_Loaded, list[Path], int]:
+    """The CSV's columns, its `file` column replaced by the column `image` that decodes images batch by batch.
+    -> (columns, the files the digest covers: the CSV, then every image it lists in path order, their size)."""
+    try:
+        is_folder = folder.is_dir()
+    except (OSError, ValueError):
+        is_folder = False
+    if not is_folder:
+        raise GateInputError("is not a folder, but data.images in the policy describes a folder of images",
+                             path=folder, fix="point data.path at the folder that holds the images and their "
+                             "labels CSV, or drop data.images for a data file")
+    labels_csv = imagefolder.labels_path(folder, images.labels)
+    size = check_readable(labels_csv, "labels CSV of the image folder", max_mb)
+    columns, lines = _load_csv(labels_csv, text=(imagefolder.FILE_COLUMN,))
+    if imagefolder.FILE_COLUMN not in columns:
+        raise GateInputError(f"has no column {imagefolder.FILE_COLUMN!r} (the image of each row); its columns are "
+                             f"{', '.join(columns)[:300]}", path=labels_csv, line=1,
+                             fix=f"name the column of image paths (relative to the folder) "
+                             f"{imagefolder.FILE_COLUMN!r}")
+    if imagefolder.IMAGE_KEY in columns:
+        raise GateInputError(f"has a column {imagefolder.IMAGE_KEY!r}, the name the decoded images take",
+                             path=labels_csv, line=1, fix=f"rename that column")
+    files, total = imagefolder.image_files(folder, labels_csv, columns.pop(imagefolder.FILE_COLUMN), lines, max_mb)
+    column = imagefolder.ImageColumn(files, lines, folder=folder, labels_csv=labels_csv, spec=images)
+    hashed = [labels_csv, *sorted(set(files), key=lambda f: f.relative_to(folder).as_posix())]
+    # the CSV's other columns describe the images (labels, groups, notes): a model is fed the images by default
+    return (_Loaded(columns={imagefolder.IMAGE_KEY: column, **columns}, lines=lines, source=labels_csv,
+                    features=(imagefolder.IMAGE_KEY,)), hashed, size + total)
 
 
 # ---- the registry -----------------------------------------------------------------------
@@ -588,11 +646,15 @@ def load_dataset(spec: DataSpec, *, max_mb: float) -> Dataset:
     path = spec.path
     reader = reader_for(path)
     files: list[Path] | None = None
+    root: Path | None = None  # names in the folder digest are relative to it (images in subfolders)
     try:
         folder = reader is None and path.is_dir()
     except (OSError, ValueError):
         folder = False
-    if folder:
+    if spec.images is not None:
+        loaded, files, size = _read_image_folder(path, spec.images, max_mb)
+        root = path
+    elif folder:
         loaded, files, size = _read_npy_folder(path, max_mb)
     else:
         size = check_readable(path, "calibration data", max_mb)
@@ -620,9 +682,9 @@ def load_dataset(spec: DataSpec, *, max_mb: float) -> Dataset:
     if labels is None:
         labels = next((g for g in LABEL_GUESSES if g in columns), None)
     elif labels not in columns:
-        raise GateInputError(f"has no labels key {labels!r}", path=path,
+        raise GateInputError(f"has no labels key {labels!r}", path=loaded.source or path,
                              fix=f"set data.labels to one of: {', '.join(columns)[:300]}")
-    where = Where(path=path, lines=lines, noun=loaded.noun)
+    where = Where(path=loaded.source or path, lines=lines, noun=loaded.noun)
     if labels is not None:
         _check_missing(_Checked(where, loaded.missing), labels, "holds the labels")
         columns[labels] = _one_per_sample(columns[labels])
@@ -630,7 +692,7 @@ def load_dataset(spec: DataSpec, *, max_mb: float) -> Dataset:
     for group in spec.groups:
         for key in (group if isinstance(group, tuple) else (group,)):
             if key not in columns:
-                raise GateInputError(f"has no group column {key!r}", path=path,
+                raise GateInputError(f"has no group column {key!r}", path=loaded.source or path,
                                      fix=f"set data.groups to columns of: {', '.join(columns)[:300]}")
             _check_missing(_Checked(where, loaded.missing), key, "is a group column")
             columns[key] = _one_per_sample(columns[key])
@@ -640,14 +702,14 @@ def load_dataset(spec: DataSpec, *, max_mb: float) -> Dataset:
 
     def hash_in_background() -> None:
         try:
-            digest.set_result(_folder_sha256(files) if files is not None else sha256_of(path))
+            digest.set_result(_folder_sha256(files, root) if files is not None else sha256_of(path))
         except BaseException as exc:  # surfaced where the hash is read
             digest.set_exception(exc)
 
     threading.Thread(target=hash_in_background, name="gate-data-sha256", daemon=True).start()
     return Dataset(path=path, digest=digest, size_bytes=size, columns=columns,
                    labels_key=labels, group_keys=tuple(spec.groups), row_lines=lines, noun=loaded.noun,
-                   missing=loaded.missing)
+                   missing=loaded.missing, rows_path=loaded.source, default_features=loaded.features)
 
 
 @dataclass(frozen=True)

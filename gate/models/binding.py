@@ -25,18 +25,20 @@ from pathlib import Path
 
 import numpy as np
 
+from gate.columns import with_sample_shape
 from gate.errors import GateInputError
 
 
 class Binding:
     path: Path
-    _mapping: dict  # the policy's data: inputs: {input name: data key or columns}
+    _mapping: dict  # the policy's data: inputs: {input name: data key, columns, or a ShapedInput}
 
     def _init_binding(self) -> None:
         self._feeds: dict[str, np.ndarray] = {}  # input name -> the whole data column (a view, never copied)
         self._dtypes: dict[str, object] = {}  # input name -> the dtype the backend takes (backend's own type)
         self._batch: int | None = None
         self._sources: dict[str, str] = {}  # input name -> the data key or columns feeding it, as text
+        self._shapes: dict[str, tuple[int, ...]] = {}  # input name -> the sample shape the policy declares
         self._transform: Callable[[str, np.ndarray, int], np.ndarray] | None = None
 
     # ---------------------------------------------------------------- public
@@ -102,8 +104,13 @@ class Binding:
 
     def _source(self, name: str, names: list[str], dataset):
         """Which data feeds the input `name`: the policy's mapping, a key of the same name, the only feature,
-        or every column of a CSV for a model with one input."""
+        or every column of a CSV for a model with one input. A declared sample shape (data.inputs: {name:
+        {columns, shape}}) is kept for `_shaped`; without columns the data is inferred as without it."""
         spec = self._mapping.get(name)
+        shape = getattr(spec, "shape", None)
+        if shape is not None:
+            self._shapes[name] = tuple(shape)
+            spec = spec.columns
         features = dataset.feature_keys()
         if spec is None and name in dataset.columns:
             spec = name
@@ -119,16 +126,59 @@ class Binding:
                              f"with KEY one of {', '.join(features)[:200]}")
 
     def _shaped(self, array: np.ndarray, name: str, spec, dims: list, dataset) -> np.ndarray:
-        """The data for an input of declared shape `dims` (int or None per axis, batch first): one column
-        feeding a (batch, 1) input becomes a view of that shape; samples of another shape are refused."""
-        if array.ndim == 1 and len(dims) == 2 and dims[1] in (None, 1):
+        """The data for an input of declared shape `dims` (int or None per axis, batch first): samples in the
+        shape the policy declares for this input (a view, or reshaped batch by batch; never a copy of the whole
+        data), else one column feeding a (batch, 1) input becomes a view of that shape; samples of another shape
+        are refused."""
+        declared = name in self._shapes
+        if declared:
+            array = self._reshaped(array, name, dataset)
+        elif array.ndim == 1 and len(dims) == 2 and dims[1] in (None, 1):
             array = array.reshape(-1, 1)  # one CSV column feeding a (batch, 1) input: a view, not a copy
         sample = dims[1:]
         if len(sample) != array.ndim - 1 or any(d is not None and d != a for d, a in zip(sample, array.shape[1:])):
             raise GateInputError(f"input '{name}' of {self.path.name} expects samples of shape "
-                                 f"{shape_text(sample)}, but the data {spec!r} has {tuple(array.shape[1:])}",
-                                 path=dataset.path, fix="reshape the data or map another key to this input")
+                                 f"{shape_text(sample)}, but the data {self._data_text(name)} has "
+                                 f"{tuple(array.shape[1:])}{' as the policy declares' if declared else ''}",
+                                 path=dataset.path, fix=self._reshape_fix(name, sample, array))
         return array
+
+    def _reshaped(self, array, name: str, dataset):
+        """The data in the sample shape the policy declares for input `name` (as it is when none is declared):
+        checked to hold as many values per sample, then a view, or reshaped batch by batch (never copied whole)."""
+        declared = self._shapes.get(name)
+        if declared is None:
+            return array
+        have = tuple(array.shape[1:])
+        if math.prod(have) != math.prod(declared):
+            raise GateInputError(f"input '{name}' of {self.path.name}: the policy declares samples of shape "
+                                 f"{shape_text(declared)} ({math.prod(declared)} values), but the data "
+                                 f"{self._data_text(name)} has {math.prod(have)} values per sample {have}",
+                                 path=dataset.path, fix=f"make data.inputs.{name}.shape in the policy hold "
+                                 f"{math.prod(have)} values (the product of its numbers), or map other columns to "
+                                 "this input")
+        return with_sample_shape(array, declared)
+
+    def _data_text(self, name: str) -> str:
+        text = self._sources.get(name, name)
+        parts = text.split(",")
+        if len(text) <= 60:
+            return repr(text)
+        return f"{parts[0]!r} ... {parts[-1]!r} ({len(parts)} columns)" if len(parts) > 1 else repr(text[:57] + "...")
+
+    def _reshape_fix(self, name: str, sample: list, array) -> str:
+        """How to feed data of another sample shape to this input: the policy's declared shape, when the model
+        gives every axis and the values per sample agree."""
+        wanted = [d for d in sample if d is not None]
+        if len(wanted) == len(sample) and math.prod(wanted) == math.prod(array.shape[1:]):
+            given = self._mapping.get(name)
+            given = getattr(given, "columns", given)
+            columns = "" if given is None else \
+                f"columns: {given if isinstance(given, str) else '[' + ', '.join(map(str, given)) + ']'}, "
+            return (f"declare the sample shape in the policy: data: {{inputs: {{{name}: {{{columns}shape: "
+                    f"[{', '.join(map(str, wanted))}]}}}}}}, or map another key to this input")
+        return (f"map another key to this input, or give data whose samples hold the {shape_text(sample)} the model "
+                "takes (data.inputs: {NAME: {shape: [...]}} in the policy reshapes samples that hold as many values)")
 
     def _bind_input(self, name: str, array: np.ndarray, dtype) -> None:
         self._feeds[name] = array

@@ -190,6 +190,7 @@ class TorchRunner(Binding):
                 if shape and shape[0] is not None:
                     fixed.add(shape[0])
             else:
+                array = self._reshaped(array, name, dataset)
                 want = float_dtype if np.issubdtype(array.dtype, np.floating) else None
             if want is not None:
                 self._check_cast(array, want, name, spec, dataset.path)

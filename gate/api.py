@@ -125,11 +125,15 @@ class GateResult:
     def summary(self) -> str:
         """The summary `gate check` prints: a line per candidate, a line per rule that did not pass, the verdict
         and where the reports are."""
-        return "\n".join(summary_lines(self.verdict, self.report_dir))
+        return "\n".join(summary_lines(self.verdict, self.report_dir, self.measurements))
 
 
-def summary_lines(verdict: Verdict, out_dir: Path | None) -> list[str]:
+def summary_lines(verdict: Verdict, out_dir: Path | None, measurements=None) -> list[str]:
     lines = []
+    seq = (measurements.provenance.get("sequential") if measurements is not None else None) or {}
+    if seq.get("stopped_early"):
+        lines.append(f"sequential: every rule decided at look {seq['look']} on {seq['samples']:,} of "
+                     f"{seq['of']:,} samples; the rest were not run")
     for c in verdict.candidates:
         t = c.tally
         extra = f"  ({c.error.splitlines()[0]})" if c.error else ""

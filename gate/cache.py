@@ -41,11 +41,12 @@ class CacheState:
 
 
 def base_key(*, model_files: list[str], data_sha256: str, n: int, inputs: dict, output: str | None,
-             batch: int, backend: dict) -> dict:
-    """Everything the base's raw outputs depend on. model_files: every file of the model (external data too)."""
+             batch: int, backend: dict, preprocessing: str | None = None) -> dict:
+    """Everything the base's raw outputs depend on. model_files: every file of the model (external data too);
+    preprocessing: how a folder of images becomes arrays (the files' sha256 does not change with it)."""
     return {"format": FORMAT, "gate": __version__, "model": [sha256_of(Path(p)) for p in model_files],
             "data": data_sha256, "n": n, "inputs": {str(k): str(v) for k, v in sorted(inputs.items())},
-            "output": output, "batch": batch, "backend": backend}
+            "output": output, "batch": batch, "backend": backend, "preprocessing": preprocessing}
 
 
 def _digest(key: dict) -> str:

@@ -137,11 +137,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _print_summary(verdict, out_dir: Path | None, stream=None) -> None:
+def _print_summary(verdict, out_dir: Path | None, stream=None, measurements=None) -> None:
     from gate.api import summary_lines
 
     stream = stream or sys.stdout  # read at call time: an embedding may replace sys.stdout
-    for line in summary_lines(verdict, out_dir):
+    for line in summary_lines(verdict, out_dir, measurements):
         print(line, file=stream)
 
 
@@ -156,7 +156,7 @@ def _finish(result, templates: str | None) -> int:
     from gate.api import render_failure
 
     try:
-        _print_summary(result.verdict, result.report_dir)
+        _print_summary(result.verdict, result.report_dir, measurements=result.measurements)
     except BrokenPipeError:  # `gate check ... | head`: the verdict still decides the exit code
         _silence_stdout()
     for name, error in result.report_errors.items():

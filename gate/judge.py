@@ -281,7 +281,7 @@ def evaluate(rule: Rule, m: MetricResult | None, *, confidence: float, inconclus
 
 def _reason(f: Frame, decision: str, confidence: float, metric: str, samples: int | None, n: int,
             corrected: str = "", unit: str = "samples") -> str:
-    level = f"{confidence:.0%}" if round(confidence, 2) == round(confidence, 4) else f"{confidence:.2%}"
+    level = level_text(confidence)
     shown_iv = f"{level} CI {fmt(metric, f.low, f.margin)} to {fmt(metric, f.high, f.margin)}" \
         if f.low != f.high else "exact"
     side = "at most" if f.upper else "at least"
@@ -293,6 +293,15 @@ def _reason(f: Frame, decision: str, confidence: float, metric: str, samples: in
                f"{fmt(metric, f.margin)}{corrected}"
     return f"{f.what} is {fmt(metric, f.observed)} but its {shown_iv} straddles the bound " \
            f"{fmt(metric, f.margin)}{corrected}{_advice(samples, n, unit)}"
+
+
+def level_text(confidence: float) -> str:
+    """95%, 97.5%, and a sequential look's 99.99989%: never rounded up to 100%."""
+    for digits in range(0, 10):
+        text = f"{100 * confidence:.{digits}f}"
+        if float(text) < 100 and abs(float(text) / 100 - confidence) <= (1 - confidence) / 20:
+            return f"{text}%"
+    return f"{100 * confidence:.10f}%"
 
 
 def _advice(samples: int | None, n: int, unit: str = "samples") -> str:

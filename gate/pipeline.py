@@ -118,8 +118,10 @@ def measure(policy: Policy, *, show_progress: bool | None = None, target: str | 
             settled: Settled | None = None, cache: Path | None = None) -> Measurements:
     """Quality, agreement and footprint of every candidate, and speed and memory when a rule asks for them.
     With a target: speed, memory and energy only, with that target's settings (`gate measure --target`).
-    settled: the stopping rule of the timed loop (see Settled); without it a borderline speed result is not
-    measured again."""
+    settled: the stopping rule of the timed loop (see Settled), and of sequential looks (policy.sequential:
+    the clean pass stops at the first look on which it says every rule is decided); without it a borderline
+    speed result is not measured again and every sample is run. cache: a folder of cached base outputs
+    (gate/cache.py)."""
     if target is not None:
         return measure_target(policy, target, settled=settled)
     require_runnable(policy)
@@ -129,6 +131,10 @@ def measure(policy: Policy, *, show_progress: bool | None = None, target: str | 
             not np.issubdtype(dataset.labels.dtype, np.number):
         raise GateInputError(f"holds non-numeric regression targets in {dataset.labels_key!r}", path=dataset.path,
                              fix="store numeric targets")
+    looks = _looks(policy, dataset.n)
+    if looks is not None:  # every model reads the samples in the looks' random order, so a look is a prefix
+        dataset = _in_look_order(dataset, looks.order)
+        cache = None  # outputs in another order, and maybe not all of them: not for the cache
     names, judged = metrics_to_measure(policy)
     each, gaps, fairness, per_class = groups.wanted(policy.rules)
     if any(r.grouped and r.per not in ("class", "perturbation") for r in policy.rules) and not dataset.group_keys:
@@ -162,7 +168,16 @@ def measure(policy: Policy, *, show_progress: bool | None = None, target: str | 
     batch, _ = policy.quality_batch
     # the clean pass may read the base's outputs from the cache; every later use runs the model itself
     served, cache_state = _with_cache(cache, policy, base_runner, base_info, dataset, batch)
-    done = _one_pass(served, runners, lambda runner: collector(str(runner.path)), y, n, batch, progress)
+    done, decided = None, None
+    for k, part in enumerate(_parts(looks, n)):
+        done = _one_pass(served, runners, lambda runner: collector(str(runner.path)), y, n, batch, progress,
+                         samples=part, done=done)
+        if done.base_error is not None or done.base.nonfinite:
+            break
+        if looks is not None and part[1] < n and settled is not None and \
+                _decided_at(policy, looks, k, part[1], done, y, settled):
+            decided = (k, part[1])  # every rule is decided on the samples so far: the rest is not run
+            break
     progress.close()
     if done.base_error is not None:
         exc, start, stop = done.base_error
@@ -185,6 +200,19 @@ def measure(policy: Policy, *, show_progress: bool | None = None, target: str | 
         failed[name] = CandidateMeasurements(info=infos[name], error=text, error_kind=kind)
         del runners[name]
     base_col, cols, agreements = done.base, done.cands, done.agreements
+    level, sequential = policy.confidence, None
+    if looks is not None:
+        k, m = decided or (len(looks.plan.fractions) - 1, n)
+        level = looks.plan.confidence_at(k)
+        sequential = {**looks.plan.to_dict(), "look": k + 1, "samples": m, "of": n, "stopped_early": m < n,
+                      "confidence": level}
+        if m < n:
+            base_col, cols, agreements = _first(base_col, m), {k_: _first(c, m) for k_, c in cols.items()}, \
+                {k_: _first(a, m) for k_, a in agreements.items()}
+            dataset, n = _first_samples(dataset, m), m
+            y = y[:m] if y is not None else None
+            groupings = groups.groupings_for(dataset.columns, dataset.group_keys, dataset.labels,
+                                             per_class=per_class)
     perturbed, perturbed_notes = _under_perturbations(policy, base_runner, runners, collector, y, n,
                                                       show_progress=show_progress)
 
@@ -210,9 +238,9 @@ def measure(policy: Policy, *, show_progress: bool | None = None, target: str | 
             elif is_footprint(metric):
                 result = footprint(metric, base_info, info, n)
             else:
-                result = compare(metric, base=base_pred, cand=cand_pred, agreement=agreement, y=y,
-                                 task=policy.task, confidence=policy.confidence, bootstrap=policy.bootstrap,
-                                 seed=policy.seed, with_interval=metric in judged)
+                result = _at_level(compare(metric, base=base_pred, cand=cand_pred, agreement=agreement, y=y,
+                                           task=policy.task, confidence=level, bootstrap=policy.bootstrap,
+                                           seed=policy.seed, with_interval=metric in judged), level, policy)
             if result.unavailable is None or metric in judged:
                 metrics[metric] = result
         if nonfinite:
@@ -222,7 +250,7 @@ def measure(policy: Policy, *, show_progress: bool | None = None, target: str | 
             continue
         grouped = groups.measure_groupings(
             groupings, base=base_pred, cand=cand_pred, agreement=agreement, y=y, task=policy.task, each=each,
-            gaps=gaps, fairness=fairness, confidence=policy.confidence, bootstrap=policy.bootstrap, seed=policy.seed)
+            gaps=gaps, fairness=fairness, confidence=level, bootstrap=policy.bootstrap, seed=policy.seed)
         grouped += (perturbed[name],) if name in perturbed else ()
         notes = batch_notes(policy, base_info, info) + _output_notes(served, runners[name]) + perturbed_notes
         if info.sha256 == base_info.sha256:
@@ -234,7 +262,8 @@ def measure(policy: Policy, *, show_progress: bool | None = None, target: str | 
                                                releases=_against_releases(policy, releases, cand_pred, info, y,
                                                                           dataset.sha256))
         measured[name] = replace(measured[name], **_flips_and_calibration(policy.task, base_pred, cand_pred, y,
-                                                                          classes, dataset, base_runner, drawn))
+                                                                          classes, dataset, base_runner, drawn,
+                                                                          sample_ids=looks.order if looks else None))
     if policy.diagnostics.layers:  # where the error enters: explains a result, never judged, never fatal
         for name, cand in list(measured.items()):
             measured[name] = replace(cand, layers=diagnose(
@@ -270,7 +299,8 @@ def measure(policy: Policy, *, show_progress: bool | None = None, target: str | 
         provenance={"versions": provenance.versions(), "host": provenance.host(), "ci": provenance.ci(),
                     "started": started, "finished": provenance.now(), "command": provenance.command(),
                     "policy": {"path": policy.source, "sha256": policy.sha256},
-                    **({"cache": cache_state} if cache_state else {})},
+                    **({"cache": cache_state} if cache_state else {}),
+                    **({"sequential": sequential} if sequential else {})},
     )
 
 
@@ -295,7 +325,7 @@ def _against_releases(policy: Policy, releases: dict, cand_pred, info: ModelInfo
 
 
 def _flips_and_calibration(task: str, base_pred, cand_pred, y, classes, dataset: Dataset, base_runner,
-                           drawn: dict) -> dict:
+                           drawn: dict, sample_ids: np.ndarray | None = None) -> dict:
     """A classifier's changed predictions (with thumbnails of the first negative flips when the input is an
     image) and the reliability tables of base and candidate: for flips.csv and report.html."""
     if task != "classification":
@@ -305,6 +335,10 @@ def _flips_and_calibration(task: str, base_pred, cand_pred, y, classes, dataset:
                        lines=dataset.row_lines)
     if table is not None:
         table["thumbnails"] = _thumbnails(base_runner, first_negative(table), drawn)
+        if sample_ids is not None:  # positions in the looks' order -> the samples' indices in the data
+            entries = {id(e): e for key in ("rows", "largest", "thumbnails") for e in table.get(key) or []}
+            for entry in entries.values():
+                entry["index"] = int(sample_ids[entry["index"]])
     return {"flips": table, "calibration": calibration(base_pred, cand_pred, y)}
 
 
@@ -387,7 +421,8 @@ def _with_cache(folder: Path | None, policy: Policy, base_runner, base_info: Mod
     backend = {k: v for k, v in provenance.versions().items() if k in ("onnxruntime", "torch")}
     key = cache.base_key(model_files=[f["path"] for f in base_info.files] or [str(base_info.path)],
                          data_sha256=dataset.sha256, n=dataset.n, inputs=dict(policy.data.inputs),
-                         output=base_info.output, batch=batch, backend=backend)
+                         output=base_info.output, batch=batch, backend=backend,
+                         preprocessing=repr(policy.data.images) if policy.data.images else None)
     raw, notes, state = cache.load(folder, key)
     if raw is not None:
         return cache.CachedRunner(base_runner, raw, notes), (state, key)
@@ -414,6 +449,136 @@ def _fill_cache(folder: Path | None, runner, cached) -> dict | None:
     return state.to_dict()
 
 
+@dataclass(frozen=True)
+class _Looks:
+    plan: object  # gate.measure.sequential.Plan
+    sizes: tuple[int, ...]
+    order: np.ndarray  # position in the run -> sample index in the data
+
+
+def _looks(policy: Policy, n: int) -> _Looks | None:
+    from gate.measure import sequential
+
+    if policy.sequential is None:
+        return None
+    plan = sequential.plan(policy.sequential.looks, (1 - policy.confidence) / 2, policy.sequential.spending)
+    try:
+        sizes = sequential.look_sizes(n, plan)
+    except ValueError as exc:
+        raise GateInputError(f"asks for sequential looks, but {exc}", path=policy.source,
+                             fix="drop sequential: (or use fewer looks) for data this small") from None
+    return _Looks(plan=plan, sizes=sizes, order=sequential.look_order(n, policy.seed))
+
+
+def _parts(looks: _Looks | None, n: int) -> list[tuple[int, int]]:
+    """The samples each part of the clean pass runs: all at once, or look by look."""
+    if looks is None:
+        return [(0, n)]
+    return list(zip((0,) + looks.sizes[:-1], looks.sizes))
+
+
+class _Reordered:
+    """A column read in another order, a batch at a time (a memory-mapped feature column is never gathered
+    whole): row i is the data's row order[i]."""
+
+    def __init__(self, column, order: np.ndarray) -> None:
+        self._column, self._order = column, order
+        self.shape, self.dtype = tuple(column.shape), column.dtype
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, key):
+        rows = self._order[key]
+        if np.ndim(rows) == 0:
+            return self._column[int(rows)]
+        # read in file order (memory maps read forward), then put back in the looks' order
+        ahead = np.argsort(rows, kind="stable")
+        out = np.asarray(self._column[rows[ahead]])
+        back = np.empty_like(ahead)
+        back[ahead] = np.arange(len(ahead))
+        return out[back]
+
+    def __array__(self, dtype=None, copy=None):
+        whole = np.asarray(self._column)[self._order]
+        return whole if dtype is None else whole.astype(dtype, copy=False)
+
+
+def _in_look_order(dataset: Dataset, order: np.ndarray) -> Dataset:
+    """The data with its samples in the looks' order. Labels and group columns are small and reordered at once;
+    a feature column held in memory too, a memory-mapped one is read in that order batch by batch."""
+    keys = {dataset.labels_key, *(k for g in dataset.group_keys for k in (g if isinstance(g, tuple) else (g,)))}
+    columns = {}
+    for key, column in dataset.columns.items():
+        in_memory = isinstance(column, np.ndarray) and not isinstance(column, np.memmap)
+        columns[key] = column[order] if key in keys or in_memory else _Reordered(column, order)
+    return replace(dataset, columns=columns, _stacked={}, _checked=set(), sample_ids=order,
+                   row_lines=dataset.row_lines[order] if dataset.row_lines is not None else None)
+
+
+def _first_samples(dataset: Dataset, m: int) -> Dataset:
+    """The data's first m samples (of the looks' order): what a pass stopped at a look has seen."""
+    def first(column):  # a view, or the same lazy reading of fewer rows: nothing is gathered here
+        return _Reordered(column._column, column._order[:m]) if isinstance(column, _Reordered) else column[:m]
+
+    return replace(dataset, columns={k: first(c) for k, c in dataset.columns.items()}, _stacked={}, _checked=set(),
+                   sample_ids=dataset.sample_ids[:m] if dataset.sample_ids is not None else None,
+                   row_lines=dataset.row_lines[:m] if dataset.row_lines is not None else None)
+
+
+class _first:
+    """A collector seen through its first m samples."""
+
+    def __init__(self, collector, m: int) -> None:
+        self._collector, self._m = collector, m
+
+    @property
+    def nonfinite(self):
+        return getattr(self._collector, "nonfinite", None)
+
+    def result(self):
+        whole = self._collector.result()
+        return replace(whole, **{f: getattr(whole, f)[:self._m] for f in whole.__dataclass_fields__
+                                 if isinstance(getattr(whole, f), np.ndarray)})
+
+
+def _at_level(m: MetricResult, level: float, policy: Policy) -> MetricResult:
+    """A sample-based measurement made at a sequential look's level: the judge quotes that level."""
+    if level == policy.confidence or m.unavailable or m.delta_interval is None and m.candidate_interval is None:
+        return m
+    return replace(m, evidence={**(m.evidence or {}), "interval_confidence": level})
+
+
+def _decided_at(policy: Policy, looks: _Looks, k: int, m: int, done: _Pass, y, settled: Settled) -> bool:
+    """Whether every sample-based rule of every candidate is decided on the first m samples, each interval at
+    look k's level. A bootstrap rule decides only at a look whose tail its resamples reach."""
+    from gate.measure.registry import AGREEMENT, BOOTSTRAP, QUALITY
+
+    rules = [r for r in policy.rules if not r.grouped and r.target is None and get_metric(r.metric) is not None
+             and get_metric(r.metric).kind in (QUALITY, AGREEMENT)]
+    if not rules:
+        return True
+    if any(get_metric(r.metric).method == BOOTSTRAP for r in rules) and \
+            not looks.plan.resolved_by(k, policy.bootstrap):
+        return False
+    level = looks.plan.confidence_at(k)
+    base = _first(done.base, m).result()
+    seen = y[:m] if y is not None else None
+    metrics = {}
+    for name, col in done.cands.items():
+        if name in done.failed or col.nonfinite:
+            continue  # its rules are errors whatever the samples say: decided
+        cand, agreement = _first(col, m).result(), _first(done.agreements[name], m).result()
+        metrics[name] = {r.metric: compare(r.metric, base=base, cand=cand, agreement=agreement, y=seen,
+                                           task=policy.task, confidence=level, bootstrap=policy.bootstrap,
+                                           seed=policy.seed, with_interval=True) for r in rules}
+    return settled(rules, metrics)
+
+
 @dataclass
 class _Pass:
     """One pass of base and candidates over the data: what each gave, and what failed where."""
@@ -424,15 +589,18 @@ class _Pass:
     base_error: tuple[Exception, int, int] | None = None
 
 
-def _one_pass(base_runner, runners: dict, collector, y, n: int, batch: int, progress: Progress) -> _Pass:
+def _one_pass(base_runner, runners: dict, collector, y, n: int, batch: int, progress: Progress, *,
+              samples: tuple[int, int] | None = None, done: _Pass | None = None) -> _Pass:
     """Base and every candidate batch by batch, each batch run by every model before the next (one pass over
     the data in memory). The base failing or giving NaN stops the pass; a failing candidate is left out of
     the rest of it. What either means is the caller's to say (the clean pass refuses the inputs, a perturbed
-    pass loses that perturbation's comparisons)."""
-    done = _Pass(base=collector(base_runner), cands={name: collector(r) for name, r in runners.items()},
-                 agreements={name: AgreementCollector(n) for name in runners})
-    for start in range(0, n, batch):
-        stop = min(start + batch, n)
+    pass loses that perturbation's comparisons). samples: (first, stop) to run only those, continuing `done`
+    (sequential looks run the data in parts)."""
+    done = done or _Pass(base=collector(base_runner), cands={name: collector(r) for name, r in runners.items()},
+                         agreements={name: AgreementCollector(n) for name in runners})
+    first, last = samples or (0, n)
+    for start in range(first, last, batch):
+        stop = min(start + batch, last)
         labels = y[start:stop] if y is not None else None
         try:
             base_raw = base_runner.run(start, stop)

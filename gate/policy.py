@@ -22,6 +22,7 @@ try:
 except ImportError:  # pragma: no cover - PyYAML built without libyaml
     _CParser = None
 
+from gate import imagefolder
 from gate.errors import GateInputError
 from gate.measure.perturb import KINDS as PERTURBATION_KINDS, default_name as perturbation_name
 from gate.measure.registry import FAIRNESS, QUALITY, get_metric, known_names, metric_name_schema
@@ -50,6 +51,41 @@ _MODEL = AnyOf((
 
 _COLUMNS = AnyOf((Str(), ListOf(Str(), min_items=1)),
                  description="a data key or column, or a list of columns")
+MAX_SAMPLE_AXES = 32  # a declared sample shape (numpy allows 64 axes with the batch's)
+_INPUT = AnyOf((
+    Str(), ListOf(Str(), min_items=1),
+    Obj({"columns": _COLUMNS,
+         "shape": ListOf(Num(minimum=1, maximum=2**31 - 1, integer=True), min_items=1,
+                         description="the shape of one sample as the model takes it, without the batch axis, "
+                         "e.g. [1, 8, 8] for 64 columns; it must hold as many values as the data has per sample")},
+        required=("shape",), description="{columns (optional: inferred as without it), shape}"),
+), description="a data key or column, a list of columns, or {columns, shape} to feed flat data to an input of "
+   "another shape")
+_IMAGES = Obj({
+    "labels": Str(description="the CSV inside the image folder (relative to it): a `file` column (each image's path "
+                  "relative to the folder), the labels and group columns (default labels.csv)", path=True),
+    "size": ListOf(Num(minimum=1, maximum=imagefolder.MAX_SIDE, integer=True), min_items=2,
+                   description="[height, width] of every sample the model takes"),
+    "resize": Num(minimum=1, maximum=imagefolder.MAX_SIDE, integer=True, description="first scale each image so "
+                  "its shorter side is this many pixels (aspect ratio kept), then crop (default: no such step)"),
+    "crop": Str(enum=imagefolder.CROPS, description="center: take the centred size from the (resized) image; none: "
+                "resize the whole image to size (default center with resize, else none)"),
+    "interpolation": Str(enum=imagefolder.INTERPOLATIONS, description="Pillow's resampling filter for resize "
+                         "(default bilinear)"),
+    "scale": Num(minimum=1, description="divide the pixels (0..255) by this, e.g. 255 for values in 0..1 "
+                 "(default: pixels as they are)"),
+    "mean": ListOf(Num(), min_items=1, description="subtracted per channel after scale, in the order of channels "
+                   "(one value: every channel)"),
+    "std": ListOf(Num(exclusive_minimum=0), min_items=1, description="divides per channel after mean (one value: "
+                  "every channel)"),
+    "layout": Str(enum=imagefolder.LAYOUTS, description="NCHW (channels first, default) or NHWC"),
+    "channels": Str(enum=imagefolder.CHANNELS, description="RGB (default), BGR or L (grey, one channel); every "
+                    "image is converted to it"),
+    "max_pixels": Num(minimum=1, maximum=imagefolder.PILLOW_MAX_PIXELS, integer=True, description="refuse an "
+                      f"image whose header declares more pixels than this, before decoding it (default "
+                      f"{imagefolder.DEFAULT_MAX_PIXELS:,})"),
+}, required=("size",), description="data.path is a folder of images: how they are labelled and preprocessed "
+   "(without scale, mean and std the model is fed uint8 pixels)")
 
 
 class MetricName(Str):
@@ -128,8 +164,10 @@ SCHEMA = Obj(
         "candidates": DictOf(_MODEL, description="candidate name -> model"),
         "data": Obj({
             "path": Str(description="calibration data, relative to the policy file: .npz, .csv, .parquet, "
-                        ".arrow/.feather, or a folder of .npy files", path=True),
-            "inputs": DictOf(_COLUMNS, description="model input name -> data key or column(s); inferred when the model has one input"),
+                        ".arrow/.feather, a folder of .npy files, or a folder of images (with data.images)",
+                        path=True),
+            "inputs": DictOf(_INPUT, description="model input name -> data key or column(s), or {columns, shape}; "
+                             "inferred when the model has one input"),
             "labels": Str(description="data key or column with the true labels / targets"),
             "groups": ListOf(_COLUMNS, description="subgroup columns; a list inside the list is an intersection of columns"),
             "classes": ListOf(AnyOf((Str(), Num(integer=True)), description="a class name (or integer class label)"),
@@ -137,6 +175,7 @@ SCHEMA = Obj(
                               "model's score columns, so labels in the data may be these names; by default the "
                               "class labels stored in the model (skl2onnx stores them), else labels are class "
                               "indices 0..k-1"),
+            "images": _IMAGES,
         }, required=("path",), description="the calibration data"),
         "task": Str(enum=("classification", "regression"), description="what the model predicts (default classification)"),
         "output": Str(description="model output to judge when models have several outputs"),
@@ -175,6 +214,15 @@ SCHEMA = Obj(
             "layer_samples": Num(minimum=1, maximum=MAX_LAYER_SAMPLES, integer=True, description="samples the "
                                  f"tensor-by-tensor comparison runs on (default {DEFAULT_LAYER_SAMPLES})"),
         }, description="what is measured to explain a result, beside what the rules judge"),
+        "sequential": AnyOf((
+            Bool(description="true: judge at growing shares of the samples (10, 20, 40, 70, 100%) and stop as "
+                 "soon as every rule is decided"),
+            Obj({"looks": ListOf(Num(exclusive_minimum=0, maximum=1), min_items=1, description="the shares of "
+                                 "the samples judged at, increasing, the last 1"),
+                 "spending": Str(enum=("obrien_fleming", "pocock"), description="how the error rate is spent over "
+                                 "the looks (default obrien_fleming: almost nothing early)")}),
+        ), description="judge in looks at growing shares of the data, stopping early when every rule is decided, "
+                       "with the error rates held at the policy's level (docs/statistics.md)"),
         "rules": ListOf(Obj(_RULE_FIELDS, required=("metric",)), min_items=1, description="the rules every candidate must meet"),
     },
     required=("version", "rules"),
@@ -201,10 +249,25 @@ class ModelRef:
 @dataclass(frozen=True, kw_only=True)
 class DataSpec:
     path: Path
-    inputs: dict[str, Any] = field(default_factory=dict)
+    inputs: dict[str, Any] = field(default_factory=dict)  # input name -> key, columns, or a ShapedInput
     labels: str | None = None
     groups: tuple = ()
     classes: tuple | None = None  # class names in the order of the model's score columns (data.classes)
+    images: imagefolder.ImageSpec | None = None  # data.path is a folder of images (data.images)
+
+
+@dataclass(frozen=True)
+class ShapedInput:
+    """data.inputs: {name: {columns, shape}}: the data feeding an input (None: inferred as without a shape), each
+    sample seen in `shape` (gate/models/binding.py). Its text is the policy's, for messages and cache keys."""
+    columns: str | list | None
+    shape: tuple[int, ...]
+
+    def __str__(self) -> str:
+        columns = "" if self.columns is None else f"columns: {self.columns}, "
+        return f"{{{columns}shape: [{', '.join(map(str, self.shape))}]}}"
+
+    __repr__ = __str__
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -285,6 +348,13 @@ class LatencySettings:
 
 
 @dataclass(frozen=True, kw_only=True)
+class Sequential:
+    """Judging in looks (gate/measure/sequential.py): the shares of the samples judged at, and the spending."""
+    looks: tuple[float, ...] = (0.1, 0.2, 0.4, 0.7, 1.0)
+    spending: str = "obrien_fleming"
+
+
+@dataclass(frozen=True, kw_only=True)
 class Diagnostics:
     """What is measured to explain a result (never judged): the policy's diagnostics block."""
     layers: bool = True  # where the error enters: gate/measure/tensors.py
@@ -315,6 +385,7 @@ class Policy:
     baseline: BaselineSpec | None = None
     perturbations: tuple[Perturbation, ...] = ()
     diagnostics: Diagnostics = field(default_factory=Diagnostics)
+    sequential: Sequential | None = None
 
     @property
     def quality_batch(self) -> tuple[int, str]:
@@ -746,6 +817,49 @@ def _classes_problems(raw: dict) -> list[Problem]:
     return []
 
 
+def _data_shape_problems(raw: dict) -> list[Problem]:
+    """What the schema alone cannot say of data.inputs shapes and data.images: how many axes, how many
+    channels, and steps that contradict each other."""
+    data = raw.get("data")
+    if not isinstance(data, dict):
+        return []
+    problems = []
+    inputs = data.get("inputs")
+    for name, spec in (inputs.items() if isinstance(inputs, dict) else ()):
+        shape = spec.get("shape") if isinstance(spec, dict) else None
+        if isinstance(shape, list) and len(shape) > MAX_SAMPLE_AXES:
+            problems.append(Problem(("data", "inputs", name, "shape"), f"has {len(shape)} axes; a sample may have at "
+                                    f"most {MAX_SAMPLE_AXES}."))
+    images = data.get("images")
+    if not isinstance(images, dict):
+        return problems
+    path = ("data", "images")
+    size = images.get("size")
+    if isinstance(size, list) and len(size) != 2:
+        problems.append(Problem(path + ("size",), f"must be [height, width], two numbers. Got {show(size)}."))
+    channels = 1 if images.get("channels") == "L" else 3
+    for key in ("mean", "std"):
+        values = images.get(key)
+        if isinstance(values, list) and len(values) not in (1, channels):
+            problems.append(Problem(path + (key,), f"has {len(values)} values for {channels} channel(s) "
+                                    f"({images.get('channels', 'RGB')}); give one per channel, or one for all."))
+    resize = images.get("resize")
+    if resize is not None and images.get("crop") == "none":
+        problems.append(Problem(path + ("crop",), "is none, but resize is set: resize scales the shorter side, and "
+                                "a crop then takes size from it. Use crop: center, or drop resize to resize to "
+                                "size directly."))
+    elif isinstance(resize, int) and isinstance(size, list) and len(size) == 2 and \
+            all(isinstance(v, int) for v in size) and max(size) > resize:
+        problems.append(Problem(path + ("resize",), f"is {resize}, smaller than the crop {show(size)} taken from "
+                                f"it: resize the shorter side to at least {max(size)}."))
+    from gate.data import reader_for  # gate.data reads DataSpec from here
+
+    if isinstance(data.get("path"), str) and reader_for(Path(data["path"])) is not None:
+        problems.append(Problem(path, f"describes a folder of images, but data.path {show(data['path'])} is a data "
+                                "file; point data.path at the image folder, or drop data.images."))
+    return problems
+
+
 def _vs_problems(raw: dict, spec, path: tuple, has_baseline: bool) -> list[Problem]:
     """A rule against a blessed release reads that release's stored per-sample predictions and scores:
     only metrics computed from those, over all samples, can be judged that way."""
@@ -848,7 +962,9 @@ def parse_policy(text: str, source: str, root: Path) -> Policy:
     if isinstance(raw, dict):
         problems.extend(_latency_problems(raw.get("latency")))
         problems.extend(_classes_problems(raw))
+        problems.extend(_sequential_problems(raw))
         problems.extend(_perturbation_problems(raw))
+        problems.extend(_data_shape_problems(raw))
     _raise(problems, source, lines)
 
     rules = []
@@ -862,10 +978,13 @@ def parse_policy(text: str, source: str, root: Path) -> Policy:
     data = checked.get("data")
     data_spec = None
     if data:
-        data_spec = DataSpec(path=root / data["path"], inputs=dict(data.get("inputs", {})),
+        data_spec = DataSpec(path=root / data["path"], inputs={
+                                 name: ShapedInput(columns=spec.get("columns"), shape=tuple(spec["shape"]))
+                                 if isinstance(spec, dict) else spec for name, spec in data.get("inputs", {}).items()},
                              labels=data.get("labels"), groups=tuple(
                                  tuple(g) if isinstance(g, list) else g for g in data.get("groups", [])),
-                             classes=tuple(data["classes"]) if data.get("classes") else None)
+                             classes=tuple(data["classes"]) if data.get("classes") else None,
+                             images=imagefolder.ImageSpec.from_block(data["images"]) if data.get("images") else None)
     candidates = tuple(_model(v, k, root) for k, v in checked.get("candidates", {}).items())
     return Policy(
         source=source, text=text, sha256=hashlib.sha256(text.encode()).hexdigest(),
@@ -878,7 +997,48 @@ def parse_policy(text: str, source: str, root: Path) -> Policy:
         baseline=_baseline(checked.get("baseline"), root),
         perturbations=_perturbations(checked.get("perturbations") or [], lines),
         diagnostics=Diagnostics(**(checked.get("diagnostics") or {})),
+        sequential=_sequential(checked.get("sequential")),
     )
+
+
+def _sequential(value: Any) -> Sequential | None:
+    if value is None or value is False:
+        return None
+    if value is True:
+        return Sequential()
+    return Sequential(looks=tuple(float(x) for x in value.get("looks", Sequential.looks)),
+                      spending=value.get("spending", Sequential.spending))
+
+
+def _sequential_problems(raw: dict) -> list[Problem]:
+    """Looks the statistics can plan, and rules a look can decide: a rule over subgroups, perturbations or a
+    blessed release is judged on all the samples, so with one the gate could never stop early."""
+    value = raw.get("sequential")
+    if value is None or value is False or not isinstance(value, (bool, dict)):
+        return []
+    problems = []
+    if isinstance(value, dict) and isinstance(value.get("looks"), list) and \
+            all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in value["looks"]):
+        from gate.measure.sequential import plan
+
+        try:
+            plan(tuple(float(x) for x in value["looks"]), 0.025,
+                 value.get("spending", "obrien_fleming") if value.get("spending") in ("obrien_fleming", "pocock")
+                 else "obrien_fleming")
+        except ValueError as exc:
+            problems.append(Problem(("sequential", "looks"), f"{exc}."))
+    for i, rule in enumerate(raw.get("rules") or []):
+        if not isinstance(rule, dict):
+            continue
+        spec = get_metric(rule.get("metric")) if isinstance(rule.get("metric"), str) else None
+        key = next((k for k in ("per", "vs") if rule.get(k) not in (None, "base")), None)
+        if key or (spec is not None and spec.kind == FAIRNESS):
+            problems.append(Problem(("rules", i, key or "metric"), "is judged over subgroups, perturbations or a "
+                                    "blessed release, which sequential looks do not decide yet; drop sequential: "
+                                    "or this rule."))
+    if raw.get("perturbations"):
+        problems.append(Problem(("sequential",), "does not combine with perturbations yet; drop one of them."))
+    return problems
 
 
 def _perturbations(entries: list[dict], lines: dict) -> tuple[Perturbation, ...]:
@@ -981,7 +1141,7 @@ def with_overrides(policy: Policy, *, base: str | None = None, candidates: list[
         old = policy.data
         changes["data"] = DataSpec(path=Path(data), inputs=old.inputs if old else {},
                                    labels=old.labels if old else None, groups=old.groups if old else (),
-                                   classes=old.classes if old else None)
+                                   classes=old.classes if old else None, images=old.images if old else None)
     return dataclasses.replace(policy, **changes) if changes else policy
 
 

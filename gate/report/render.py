@@ -9,6 +9,7 @@ from jinja2 import ChoiceLoader, Environment, FileSystemLoader, StrictUndefined,
 from jinja2.sandbox import SandboxedEnvironment
 
 from gate import fmt
+from gate.judge import level_text
 from gate.resources import templates_dir
 
 STATUS_ICON = {"pass": "✅", "fail": "❌", "warn": "⚠️", "inconclusive": "❔", "error": "💥"}
@@ -287,6 +288,7 @@ FILTERS = {
     "reliability_chart": reliability_chart,
     "top_changes": top_changes,
     "p_value": p_value,
+    "level": level_text,
     "release_summary": release_summary,
     "group_rows": group_rows,
     "most_lost": most_lost,

@@ -147,3 +147,133 @@ def test_interval_time_old_vs_new(benchmark, outputs):
                                  "metrics": info, "total_old_s": total_old, "total_new_s": total_new})
     SUMMARY.extend(["intervals: old index bootstrap vs sufficient statistics", *lines])
     print("\n" + "\n".join(lines))
+
+
+# ---- the remaining metrics (issue 12, "every interval at the floor") ------------------------------------
+# ece (Poisson bin sums), rmse and r2 (Poisson moments, sharing mae's weights), the gap between subgroups
+# (cells by subgroup for accuracy and f1_macro, Poisson sums by subgroup for log_loss and ece) and the
+# fairness metrics (cells by subgroup). Regression and binary outputs are derived from the same two models:
+# the regression output is each model's expected class (sum_k k p_k) against the label, the binary one
+# "class >= 5". Four subgroups of 40 / 30 / 20 / 10% (seeded). The new gap and fairness times are
+# groups.measure_groupings asked for that one gap or fairness metric (including each subgroup's accuracy
+# and flips, which the old figure leaves out).
+
+GAPS = ("accuracy", "f1_macro", "log_loss", "ece")
+FAIRNESS = ("demographic_parity_difference", "equalized_odds_difference")
+
+
+def _regression(p: Predictions) -> Predictions:
+    expected = p.probs.astype(np.float64) @ np.arange(p.probs.shape[1], dtype=np.float64)
+    return Predictions(kind="values", pred=None, values=expected[:, None], true_prob=None, true_rank=None,
+                       probs=None, n_classes=None)
+
+
+def _binary(p: Predictions) -> Predictions:
+    return Predictions(kind="labels", pred=(p.pred >= 5).astype(np.int64), values=None, true_prob=None,
+                       true_rank=None, probs=None, n_classes=2)
+
+
+def _old_gap(name, base, cand, y, grouping, eligible, agreement, resamples):
+    """The gap as groups.measure_groupings drew it before: _gap_stat over every index resample."""
+    from gate.measure.groups import _gap_stat
+
+    fn = get_metric(name).function()
+    b_stat, c_stat = _gap_stat(fn, base, y, grouping, eligible), _gap_stat(fn, cand, y, grouping, eligible)
+    idx = np.arange(len(y))
+    return bootstrapped(f"{name} gap {grouping.name}", len(y), base_value=b_stat(idx), cand_value=c_stat(idx),
+                        cand_stat=c_stat, base_stat=b_stat, confidence=0.95, bootstrap=resamples, seed=0,
+                        order=sample_order(base, cand, y, agreement, grouping.codes))
+
+
+def _old_fairness(name, base, cand, y, grouping, agreement, resamples):
+    from gate.measure.groups import _fairness_stat
+
+    b_stat, c_stat = _fairness_stat(name, base, y, grouping), _fairness_stat(name, cand, y, grouping)
+    idx = np.arange(len(y))
+    return bootstrapped(f"{name} {grouping.name}", len(y), base_value=b_stat(idx), cand_value=c_stat(idx),
+                        cand_stat=c_stat, base_stat=b_stat, confidence=0.95, bootstrap=resamples, seed=0,
+                        order=sample_order(base, cand, y, agreement, grouping.codes))
+
+
+def test_interval_time_old_vs_new_remaining_metrics(benchmark, outputs):
+    from gate.measure.groups import make_grouping, measure_groupings
+
+    base, cand, agreement, y = outputs
+    n = len(y)
+    column = np.random.default_rng(5).choice(["a", "b", "c", "d"], size=n, p=[0.4, 0.3, 0.2, 0.1])
+    grouping = make_grouping({"segment": column}, ("segment",))
+    eligible = list(range(len(grouping.keys)))
+    reg_b, reg_c, reg_y = _regression(base), _regression(cand), y.astype(np.float64)
+    bin_b, bin_c, bin_y = _binary(base), _binary(cand), (y >= 5).astype(np.int64)
+    none = Agreement(kl=None, cosine=None, max_abs=None)
+    cases = {  # name -> (new, old)
+        "ece": (lambda: _new("ece", base, cand, agreement, y),
+                lambda r: _old_overall("ece", base, cand, agreement, y, r)),
+        "rmse": (lambda: compare("rmse", base=reg_b, cand=reg_c, agreement=none, y=reg_y, task="regression",
+                                 confidence=0.95, bootstrap=RESAMPLES, seed=0, with_interval=True),
+                 lambda r: _old_overall("rmse", reg_b, reg_c, none, reg_y, r)),
+        "r2": (lambda: compare("r2", base=reg_b, cand=reg_c, agreement=none, y=reg_y, task="regression",
+                               confidence=0.95, bootstrap=RESAMPLES, seed=0, with_interval=True),
+               lambda r: _old_overall("r2", reg_b, reg_c, none, reg_y, r)),
+    }
+    for name in GAPS:
+        cases[f"{name} gap"] = (
+            lambda name=name: measure_groupings([grouping], base=base, cand=cand, agreement=agreement, y=y,
+                                                task="classification", each={}, gaps={name: 1}, fairness=set(),
+                                                confidence=0.95, bootstrap=RESAMPLES, seed=0)[0].gaps[name],
+            lambda r, name=name: _old_gap(name, base, cand, y, grouping, eligible, agreement, r))
+    for name in FAIRNESS:
+        cases[name] = (
+            lambda name=name: measure_groupings([grouping], base=bin_b, cand=bin_c, agreement=none, y=bin_y,
+                                                task="classification", each={}, gaps={}, fairness={name},
+                                                confidence=0.95, bootstrap=RESAMPLES, seed=0)[0].fairness[name],
+            lambda r, name=name: _old_fairness(name, bin_b, bin_c, bin_y, grouping, none, r))
+    new_times: dict[str, list[float]] = {m: [] for m in cases}
+    results = {}
+
+    def run_new():
+        fast._BASE_CACHE.clear()
+        fast._SHARED_CACHE.clear()
+        for name, (new, _) in cases.items():
+            start = time.perf_counter()
+            results[name] = new()
+            new_times[name].append(time.perf_counter() - start)
+
+    benchmark.pedantic(run_new, rounds=ROUNDS, iterations=1, warmup_rounds=1)
+
+    old_times, old_results = {}, {}
+    for name, (_, old) in cases.items():
+        start = time.perf_counter()
+        old_results[name] = old(OLD_RESAMPLES)
+        old_times[name] = (time.perf_counter() - start) * RESAMPLES / OLD_RESAMPLES
+
+    lines = [f"{n:,} samples, {RESAMPLES} resamples, 4 subgroups; old method timed on {OLD_RESAMPLES} resamples and "
+             f"scaled x{RESAMPLES / OLD_RESAMPLES:g}; new: best of {ROUNDS}"]
+    info = {}
+    total_old = total_new = 0.0
+    for name in cases:
+        new = min(new_times[name])
+        total_old += old_times[name]
+        total_new += new
+        iv = results[name].delta_interval
+        old_iv = old_results[name].delta_interval
+        lines.append(f"  {name:30s} old {old_times[name]:8.2f} s   new {new:7.3f} s   old/new "
+                     f"{old_times[name] / new:7.1f}x   delta [{iv.low:+.5f}, {iv.high:+.5f}] "
+                     f"(old, {OLD_RESAMPLES} resamples: [{old_iv.low:+.5f}, {old_iv.high:+.5f}])")
+        info[name] = {"old_s": old_times[name], "new_s": new, "ratio": old_times[name] / new}
+    lines.append(f"  {'all':30s} old {total_old:8.2f} s   new {total_new:7.3f} s   old/new "
+                 f"{total_old / total_new:7.1f}x")
+    benchmark.extra_info.update({"n_samples": n, "resamples": RESAMPLES, "old_resamples": OLD_RESAMPLES,
+                                 "metrics": info, "total_old_s": total_old, "total_new_s": total_new})
+    SUMMARY.extend(["intervals, remaining metrics: old index bootstrap vs sufficient statistics", *lines])
+    print("\n" + "\n".join(lines))
+
+
+def _old_overall(name: str, base, cand, agreement, y, resamples: int):
+    """The index bootstrap of an overall metric as compare() ran it before (one call per resample and model)."""
+    spec = get_metric(name)
+    fn = spec.function()
+    return bootstrapped(name, len(y), base_value=fn(base, y, None), cand_value=fn(cand, y, None),
+                        cand_stat=lambda idx: fn(cand, y, idx), base_stat=lambda idx: fn(base, y, idx),
+                        confidence=0.95, bootstrap=resamples, seed=0,
+                        order=sample_order(base, cand, y, agreement, *_unordered(spec, base, cand)))

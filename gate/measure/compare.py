@@ -14,7 +14,7 @@ import numpy as np
 
 from gate.measure import agreement as agree
 from gate.measure import fast
-from gate.measure.quality import per_sample, top_k_hits
+from gate.measure.quality import from_moments, moment_columns, per_sample, proportion_hits
 from gate.measure.registry import (AGREEMENT, BOOTSTRAP, EXACT, FOOTPRINT, PAIRED_PROPORTION, PROPORTION,
                                    SLICE_CLASSES, MetricSpec, VECTORS, get_metric, sample_metrics,
                                    top_k_of)
@@ -69,9 +69,7 @@ def compare(name: str, *, base: Predictions, cand: Predictions, agreement: Agree
         return _agreement(name, spec, base=base, cand=cand, agreement=agreement, y=y, n=n, confidence=confidence,
                           bootstrap=bootstrap, seed=seed, with_interval=with_interval)
     if spec.method == PAIRED_PROPORTION:
-        k = top_k_of(name)
-        hits_b = top_k_hits(base, k) if k else base.pred == y
-        hits_c = top_k_hits(cand, k) if k else cand.pred == y
+        hits_b, hits_c = proportion_hits(name, base, y), proportion_hits(name, cand, y)
         b = int((hits_b & ~hits_c).sum())
         c = int((~hits_b & hits_c).sum())
         acc_b, acc_c = float(hits_b.mean()), float(hits_c.mean())
@@ -103,8 +101,15 @@ def compare(name: str, *, base: Predictions, cand: Predictions, agreement: Agree
             classes=classes if spec.in_slice == SLICE_CLASSES else None)
         return from_distributions(name, n, base_value=value_b, cand_value=value_c, cand_dist=cand_dist,
                                   base_dist=base_dist, confidence=confidence)
-    if spec.resample == fast.MEAN:
+    if spec.resample in (fast.MEAN, fast.MOMENTS):
         cand_dist, base_dist = _mean_distributions(base, cand, agreement, y, bootstrap, seed)[name]
+        if spec.resample == fast.MOMENTS:
+            cand_dist, base_dist = from_moments(name, cand_dist), from_moments(name, base_dist)
+        return from_distributions(name, n, base_value=value_b, cand_value=value_c, cand_dist=cand_dist,
+                                  base_dist=base_dist, confidence=confidence)
+    if spec.resample == fast.BINS:
+        cand_dist, base_dist = fast.ece_distributions(y, base.pred, base.top_prob, cand.pred, cand.top_prob,
+                                                      n_resamples=bootstrap, seed=s)
         return from_distributions(name, n, base_value=value_b, cand_value=value_c, cand_dist=cand_dist,
                                   base_dist=base_dist, confidence=confidence)
     return bootstrapped(name, n, base_value=value_b, cand_value=value_c,
@@ -115,16 +120,19 @@ def compare(name: str, *, base: Predictions, cand: Predictions, agreement: Agree
 
 def _mean_distributions(base: Predictions, cand: Predictions, agreement: Agreement | None, y, bootstrap: int,
                         seed: int) -> dict:
-    """The resampled distributions of every per-sample mean this candidate has (records with resample MEAN),
-    from one matrix of Poisson weights (fast.shared_mean_distributions), seeded by the policy's seed alone:
-    the cost is in drawing the weights, so log_loss, brier_score and kl_divergence together cost one."""
+    """The resampled distributions of every per-sample mean this candidate has (records with resample MEAN;
+    MOMENTS records get their columns' means), from one matrix of Poisson weights
+    (fast.shared_mean_distributions), seeded by the policy's seed alone: the cost is in drawing the weights,
+    so log_loss, brier_score and kl_divergence (mae, rmse and r2) together cost one."""
     columns = {}
     if y is not None:
         for spec in sample_metrics():
             # which columns exist depends on the outputs only (never on the rules), so the draws do too
-            if spec.resample != fast.MEAN or any(getattr(p, v) is None for v in spec.needs for p in (base, cand)):
+            if spec.resample not in (fast.MEAN, fast.MOMENTS) or any(getattr(p, v) is None for v in spec.needs
+                                                                    for p in (base, cand)):
                 continue
-            b, c = per_sample(spec.name, base, y), per_sample(spec.name, cand, y)
+            columns_of = per_sample if spec.resample == fast.MEAN else moment_columns
+            b, c = columns_of(spec.name, base, y), columns_of(spec.name, cand, y)
             if b is not None and c is not None:
                 columns[spec.name] = (c, b)
     if agreement is not None:

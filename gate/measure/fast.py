@@ -1,7 +1,7 @@
 """Intervals from sufficient statistics: the same questions as the index bootstrap, without a Python loop of
 metric calls (issue 12: a roc_auc rule took 50 s on 285 samples, f1_macro 4x the quality-only run on 100k).
 
-Three methods, chosen by a metric's record (registry.MetricSpec.resample):
+Five methods, chosen by a metric's record (registry.MetricSpec.resample):
 
 - CELLS (confusion-matrix metrics): the samples are summarised as the joint table of (label, base prediction,
   candidate prediction) cells. A bootstrap resample of the samples is a multinomial draw of n over those cells
@@ -18,6 +18,17 @@ Three methods, chosen by a metric's record (registry.MetricSpec.resample):
   (Hanley & MacGibbon 2006): each resample weights every sample by an independent Poisson(1) count and
   takes the weighted mean (sum w v / sum w), computed as a block of weights times the value columns (one
   matrix product per block), in the content order of the values.
+- MOMENTS (smooth functions of several per-sample means: rmse from the mean squared error, r2 from it and
+  the target's first two moments): columns of the same shared Poisson weights, the metric taken from the
+  resampled means (quality.moment_columns, quality.from_moments).
+- BINS (ece): Poisson weights, summed per joint (base bin, candidate bin) of the 15 confidence bins: each
+  bin's weighted sum of (correct - confidence) and weighted count give both models' ECE in every resample,
+  paired (poisson_sums: one pass over the weights, O(resamples x n), whatever the number of bins).
+
+Between subgroups (the `scope: gap` of any metric but roc_auc, and the fairness metrics) the same
+statistics are kept per subgroup: the cell table gains the subgroup as a fourth key, the Poisson sums are
+taken per subgroup (per subgroup and bin for ece), and each resample's gap is the spread of its subgroup
+values (spread), as the index bootstrap's per-resample loop over subgroups computed it.
 """
 
 from __future__ import annotations
@@ -28,7 +39,7 @@ from statistics import NormalDist
 
 import numpy as np
 
-CELLS, DELONG, MEAN = "cells", "delong", "mean"
+CELLS, DELONG, MEAN, MOMENTS, BINS = "cells", "delong", "mean", "moments", "bins"
 
 # resamples x cells (or samples) held at once: a few MB, near the caches
 _BLOCK_ELEMENTS = 500_000
@@ -40,7 +51,8 @@ _BLOCK_ELEMENTS = 500_000
 
 @dataclass(frozen=True)
 class CellCounts:
-    """Per-resample per-class counts of both models: arrays (resamples, classes)."""
+    """Per-resample per-class counts of both models: arrays (resamples, classes), or (resamples, subgroups,
+    classes) when the cells were split by subgroup."""
     labels: np.ndarray  # class label of each column
     support: np.ndarray
     tp_base: np.ndarray
@@ -49,16 +61,20 @@ class CellCounts:
     predicted_cand: np.ndarray
 
 
-def joint_cells(y: np.ndarray, pred_base: np.ndarray, pred_cand: np.ndarray):
-    """(labels, cell class indices (true, base, candidate), cell counts), cells in content order."""
+def joint_cells(y: np.ndarray, pred_base: np.ndarray, pred_cand: np.ndarray, groups: np.ndarray | None = None):
+    """(labels, cell class indices (true, base, candidate), cell counts), cells in content order; with
+    `groups` (a subgroup index 0.. per sample) the subgroup is a fourth key, its index last in the tuple."""
     n = len(y)
     labels, inverse = np.unique(np.concatenate([np.asarray(y).reshape(-1), np.asarray(pred_base).reshape(-1),
                                                 np.asarray(pred_cand).reshape(-1)]), return_inverse=True)
     inverse = inverse.reshape(-1).astype(np.int64)
     k = len(labels)
     code = (inverse[:n] * k + inverse[n:2 * n]) * k + inverse[2 * n:]
+    if groups is not None:
+        code = code + np.asarray(groups, dtype=np.int64).reshape(-1) * k ** 3
     cells, counts = np.unique(code, return_counts=True)
-    return labels, (cells // (k * k), (cells // k) % k, cells % k), counts
+    index = ((cells // (k * k)) % k, (cells // k) % k, cells % k)
+    return labels, index + ((cells // k ** 3,) if groups is not None else ()), counts
 
 
 def _class_sums(draws: np.ndarray, keys: np.ndarray, k: int) -> np.ndarray:
@@ -74,11 +90,16 @@ def _class_sums(draws: np.ndarray, keys: np.ndarray, k: int) -> np.ndarray:
 
 
 def cell_bootstrap(y: np.ndarray, pred_base: np.ndarray, pred_cand: np.ndarray, *, n_resamples: int,
-                   seed: int) -> CellCounts:
-    """Per-class counts of both models in each of n_resamples multinomial resamples of the joint table."""
+                   seed: int, groups: np.ndarray | None = None, n_groups: int = 1) -> CellCounts:
+    """Per-class counts of both models in each of n_resamples multinomial resamples of the joint table;
+    with `groups` (subgroup indices 0..n_groups-1) per subgroup and class."""
     n = len(y)
-    labels, (cy, cb, cc), counts = joint_cells(y, pred_base, pred_cand)
+    labels, cells, counts = joint_cells(y, pred_base, pred_cand, groups)
     k, m = len(labels), len(counts)
+    # per subgroup: class j of subgroup g is column g * k + j
+    offset = cells[3] * k if groups is not None else 0
+    cy, cb, cc = cells[0] + offset, cells[1] + offset, cells[2] + offset
+    width = k * n_groups if groups is not None else k
     rng = np.random.Generator(np.random.PCG64(seed))
     block = max(1, min(n_resamples, _BLOCK_ELEMENTS // max(m, 1)))
     parts = {key: [] for key in ("support", "tp_base", "predicted_base", "tp_cand", "predicted_cand")}
@@ -94,12 +115,13 @@ def cell_bootstrap(y: np.ndarray, pred_base: np.ndarray, pred_cand: np.ndarray, 
             draws = np.bincount(flat, minlength=size * m).reshape(size, m).astype(np.float64)
         else:
             draws = rng.multinomial(n, counts / n, size=size).astype(np.float64)
-        parts["support"].append(_class_sums(draws, cy, k))
-        parts["predicted_base"].append(_class_sums(draws, cb, k))
-        parts["predicted_cand"].append(_class_sums(draws, cc, k))
-        parts["tp_base"].append(_class_sums(draws[:, right_b], cy[right_b], k))
-        parts["tp_cand"].append(_class_sums(draws[:, right_c], cy[right_c], k))
-    return CellCounts(labels=labels, **{key: np.concatenate(v) for key, v in parts.items()})
+        parts["support"].append(_class_sums(draws, cy, width))
+        parts["predicted_base"].append(_class_sums(draws, cb, width))
+        parts["predicted_cand"].append(_class_sums(draws, cc, width))
+        parts["tp_base"].append(_class_sums(draws[:, right_b], cy[right_b], width))
+        parts["tp_cand"].append(_class_sums(draws[:, right_c], cy[right_c], width))
+    shape = (n_resamples, n_groups, k) if groups is not None else (n_resamples, k)
+    return CellCounts(labels=labels, **{key: np.concatenate(v).reshape(shape) for key, v in parts.items()})
 
 
 def observed_counts(y: np.ndarray, pred: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -112,9 +134,10 @@ def observed_counts(y: np.ndarray, pred: np.ndarray) -> tuple[np.ndarray, np.nda
 
 def from_counts(name: str, tp: np.ndarray, support: np.ndarray, predicted: np.ndarray, labels: np.ndarray,
                 classes: np.ndarray | None = None) -> np.ndarray:
-    """A confusion-matrix metric of every row of per-class counts (rows = resamples), with quality.py's
-    conventions: a class counts when it is in y_true or y_pred, 0/0 is 0; inside a slice the class
-    averages are over the slice's true classes (`classes`)."""
+    """A confusion-matrix metric of every row of per-class counts (classes on the last axis; rows =
+    resamples, or resamples x subgroups), with quality.py's conventions: a class counts when it is in
+    y_true or y_pred, 0/0 is 0; inside a slice the class averages are over the slice's true classes
+    (`classes`)."""
     with np.errstate(invalid="ignore", divide="ignore"):
         precision = np.where(predicted > 0, tp / np.where(predicted > 0, predicted, 1), 0.0)
         recall = np.where(support > 0, tp / np.where(support > 0, support, 1), 0.0)
@@ -122,16 +145,16 @@ def from_counts(name: str, tp: np.ndarray, support: np.ndarray, predicted: np.nd
         f1 = np.where(denom > 0, 2 * precision * recall / np.where(denom > 0, denom, 1), 0.0)
         if name == "balanced_accuracy":
             has = support > 0
-            return (recall * has).sum(axis=1) / has.sum(axis=1)
+            return (recall * has).sum(axis=-1) / has.sum(axis=-1)
         if name == "f1_weighted":
-            total = support.sum(axis=1)
-            return np.where(total > 0, (f1 * support).sum(axis=1) / np.where(total > 0, total, 1), np.nan)
+            total = support.sum(axis=-1)
+            return np.where(total > 0, (f1 * support).sum(axis=-1) / np.where(total > 0, total, 1), np.nan)
         part = {"precision_macro": precision, "recall_macro": recall, "f1_macro": f1}[name]
         counted = (support + predicted) > 0
         if classes is not None:
-            counted = counted & np.isin(labels, classes)[None, :]
-        size = counted.sum(axis=1)
-        return np.where(size > 0, (part * counted).sum(axis=1) / np.where(size > 0, size, 1), np.nan)
+            counted = counted & np.isin(labels, classes)
+        size = counted.sum(axis=-1)
+        return np.where(size > 0, (part * counted).sum(axis=-1) / np.where(size > 0, size, 1), np.nan)
 
 
 def cell_distributions(name: str, y, pred_base, pred_cand, *, n_resamples: int, seed: int,
@@ -203,7 +226,8 @@ def shared_mean_distributions(key: tuple, columns: dict[str, tuple[np.ndarray, n
                               n_resamples: int, seed: int) -> dict[str, tuple[np.ndarray, np.ndarray | None]]:
     """Every per-sample mean of one candidate from ONE matrix of weights: name -> (candidate, base or None).
 
-    columns: name -> (candidate values, base values or None). The weights are drawn once (the cost is in
+    columns: name -> (candidate values, base values or None), each (n,) or (n, c): a 2-D block gives
+    (resamples, c) means (the several means of a MOMENTS metric). The weights are drawn once (the cost is in
     drawing them, not in the extra columns of the product) in the content order of all the columns
     together, so a metric's interval depends on the data and the seed, never on which rules exist.
     key: the objects the columns come from; the result is kept for the next metric of the same key
@@ -212,18 +236,25 @@ def shared_mean_distributions(key: tuple, columns: dict[str, tuple[np.ndarray, n
         if len(cached_key) == len(key) and all(a is b for a, b in zip(cached_key, key)):
             return cached
     names = sorted(columns)
-    stack, slots = [], {}
+    stack, slots, width = [], {}, 0
     for name in names:
         cand, base = columns[name]
-        cand = np.asarray(cand, dtype=np.float64).reshape(-1)
+        cand = np.asarray(cand, dtype=np.float64)
+        flat = cand.ndim == 1
+        cand = cand.reshape(len(cand), -1)
+        c = cand.shape[1]
+        first = slice(width, width + c) if not flat else width
         if base is None:
-            slots[name] = (len(stack), None)
+            slots[name] = (first, None)
             stack.append(cand)
+            width += c
         else:
-            base = np.asarray(base, dtype=np.float64).reshape(-1)
-            slots[name] = (len(stack), len(stack) + 1)
+            base = np.asarray(base, dtype=np.float64).reshape(cand.shape)
+            second = slice(width + c, width + 2 * c) if not flat else width + 1
+            slots[name] = (first, second)
             stack += [base, cand - base]  # the difference as its own column: no cancellation error
-    values = np.stack(stack, axis=1)
+            width += 2 * c
+    values = np.concatenate(stack, axis=1)
     order = np.lexsort(values.T[::-1])
     means = mean_bootstrap(values[order], n_resamples=n_resamples, seed=seed)
     out = {}
@@ -248,6 +279,112 @@ def paired_mean_distributions(base_values: np.ndarray, cand_values: np.ndarray, 
     b, c = b[order], c[order]
     means = mean_bootstrap(np.stack([b, c - b], axis=1), n_resamples=n_resamples, seed=seed)
     return means[:, 0] + means[:, 1], means[:, 0]
+
+
+# --------------------------------------------------------------------------
+# sums per code (ece's bins, subgroups): Poisson weights, one reduceat per column
+# --------------------------------------------------------------------------
+
+def poisson_sums(columns: np.ndarray, codes: np.ndarray, *, n_resamples: int,
+                 seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Poisson-bootstrap sums of each column per code, and of the weights per code: (the codes present,
+    sums (resamples, codes present, columns), totals (resamples, codes present)).
+
+    The rows are put in (code, content) order, so permuting the samples changes nothing and each code's
+    rows are contiguous: a block of weights is summed per code by one matrix product per code (few, long
+    runs of rows) or one reduceat per column (many short ones), in float64 (the weights are small integers:
+    no cancellation to guard against), whatever the number of codes."""
+    codes = np.asarray(codes, dtype=np.int64).reshape(-1)
+    n = codes.size
+    values = np.asarray(columns, dtype=np.float64).reshape(n, -1)
+    order = np.lexsort([*values.T[::-1], codes])
+    codes = codes[order]
+    values = np.concatenate([np.ones((n, 1)), values[order]], axis=1)  # the first column sums the weights
+    starts = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]])
+    ends = np.r_[starts[1:], n]
+    rng = np.random.Generator(np.random.PCG64(seed))
+    block = max(1, min(n_resamples, _BLOCK_ELEMENTS // max(n, 1)))
+    # a product per code and block costs ~3 us of calls, reduceat ~2.5 ns per weight and column (measured
+    # on 2 cores): products unless there are many codes per row of weights
+    long_runs = -(-n_resamples // block) * starts.size * 1200 < n_resamples * n * values.shape[1]
+    out = np.empty((n_resamples, starts.size, values.shape[1]), dtype=np.float64)
+    for start in range(0, n_resamples, block):
+        size = min(block, n_resamples - start)
+        w = poisson_weights(rng, size, n)
+        if long_runs:
+            w = w.astype(np.float64)
+            out[start:start + size] = np.stack([w[:, a:b] @ values[a:b] for a, b in zip(starts, ends)], axis=1)
+        else:
+            product = np.empty(w.shape, dtype=np.float64)
+            out[start:start + size, :, 0] = np.add.reduceat(w, starts, axis=1, dtype=np.float64)
+            for j in range(1, values.shape[1]):
+                out[start:start + size, :, j] = np.add.reduceat(np.multiply(w, values[:, j], out=product), starts,
+                                                                axis=1)
+    return codes[starts], out[:, :, 1:], out[:, :, 0]
+
+
+def grouped_means(columns: np.ndarray, groups: np.ndarray, n_groups: int, *, n_resamples: int,
+                  seed: int) -> np.ndarray:
+    """(resamples, subgroups, columns) Poisson-bootstrap means of each column within each subgroup; NaN where
+    a subgroup has no weight in a resample (it is absent from that resample)."""
+    present, sums, totals = poisson_sums(columns, groups, n_resamples=n_resamples, seed=seed)
+    means = np.full((n_resamples, n_groups, sums.shape[2]), np.nan)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        means[:, present] = sums / totals[:, :, None]
+    return means
+
+
+def ece_columns(y: np.ndarray, base_pred: np.ndarray, base_conf: np.ndarray, cand_pred: np.ndarray,
+                cand_conf: np.ndarray, groups: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(columns, codes) of ece for poisson_sums: both models' (correct - confidence) per sample, and the code
+    (subgroup x 15 + base bin) x 15 + candidate bin. ECE = sum over bins |sum of (correct - confidence) in
+    the bin| / samples, so the weighted sums and counts per code are all a resample needs."""
+    from gate.measure.quality import ECE_BINS, ece_bin
+
+    m = len(ECE_BINS) - 1
+    y = np.asarray(y).reshape(-1)
+    base_conf, cand_conf = np.asarray(base_conf).reshape(-1), np.asarray(cand_conf).reshape(-1)
+    gaps = np.stack([(np.asarray(base_pred).reshape(-1) == y) - base_conf.astype(np.float64),
+                     (np.asarray(cand_pred).reshape(-1) == y) - cand_conf.astype(np.float64)], axis=1)
+    group = np.zeros(y.size, dtype=np.int64) if groups is None else np.asarray(groups, dtype=np.int64).reshape(-1)
+    # binned as quality.ece bins them (the confidences in their own dtype)
+    return gaps, (group * m + ece_bin(base_conf)) * m + ece_bin(cand_conf)
+
+
+def ece_from_sums(codes: np.ndarray, sums: np.ndarray, totals: np.ndarray,
+                  n_groups: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """(candidate, base) ece per resample and subgroup, (resamples, subgroups), from poisson_sums of
+    ece_columns (or any weights summed per code); NaN: a subgroup without weight."""
+    from gate.measure.quality import ECE_BINS
+
+    m = len(ECE_BINS) - 1
+    in_group = codes // (m * m)
+    size = _class_sums(totals, in_group, n_groups)
+    out = []
+    for column, bins in ((1, codes % m), (0, (codes // m) % m)):  # candidate, base
+        per_bin = _class_sums(sums[:, :, column], in_group * m + bins, n_groups * m)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out.append(np.abs(per_bin.reshape(len(sums), n_groups, m)).sum(axis=2) / size)
+    return out[0], out[1]
+
+
+def ece_distributions(y: np.ndarray, base_pred: np.ndarray, base_conf: np.ndarray, cand_pred: np.ndarray,
+                      cand_conf: np.ndarray, *, n_resamples: int, seed: int, groups: np.ndarray | None = None,
+                      n_groups: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """(candidate, base) Poisson-bootstrap distributions of ece from the same weights: (resamples,), or
+    (resamples, subgroups) with `groups` (NaN: a subgroup without weight in that resample)."""
+    columns, codes = ece_columns(y, base_pred, base_conf, cand_pred, cand_conf, groups)
+    cand, base = ece_from_sums(*poisson_sums(columns, codes, n_resamples=n_resamples, seed=seed), n_groups)
+    return (cand[:, 0], base[:, 0]) if groups is None else (cand, base)
+
+
+def spread(values: np.ndarray) -> np.ndarray:
+    """Largest minus smallest finite value along the last axis (NaN with fewer than two): a resample's gap
+    between subgroups, as the index bootstrap took it over the subgroups present in that resample."""
+    finite = np.isfinite(values)
+    high = np.where(finite, values, -np.inf).max(axis=-1)
+    low = np.where(finite, values, np.inf).min(axis=-1)
+    return np.where(finite.sum(axis=-1) >= 2, high - low, np.nan)
 
 
 # --------------------------------------------------------------------------

@@ -11,9 +11,10 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from gate.measure.compare import bootstrapped, compare, sample_order
-from gate.measure.quality import function_for
-from gate.measure.registry import FAIRNESS, get_metric, headline_for
+from gate.measure import fast
+from gate.measure.compare import _seed, bootstrapped, compare, from_distributions, sample_order, unavailable_reason
+from gate.measure.quality import from_moments, function_for, moment_columns, proportion_hits
+from gate.measure.registry import FAIRNESS, PAIRED_PROPORTION, get_metric, headline_for
 from gate.measurements import GroupingResult, GroupResult, MetricResult
 from gate.policy import DEFAULT_MIN_SAMPLES
 from gate.predictions import Agreement, Predictions
@@ -112,6 +113,74 @@ def _fairness_stat(metric: str, p: Predictions, y, grouping: Grouping):
     return stat
 
 
+def _gap_distributions(name: str, base: Predictions, cand: Predictions, y: np.ndarray, grouping: Grouping,
+                       eligible: list[int], *, bootstrap: int, seed: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """(candidate, base) resampled gaps between the eligible subgroups, from per-subgroup sufficient
+    statistics (gate/measure/fast.py) chosen by the metric's record; None: none fit (roc_auc), resample
+    the indices. Every subgroup takes part in the resampling, as in the index bootstrap; only the eligible
+    ones enter the gap."""
+    spec = get_metric(name)
+    codes, k = grouping.codes, len(grouping.keys)
+    if spec.method == PAIRED_PROPORTION:
+        # in the cell table a hit is a prediction of label 0, a miss of label 1: class 0's true positives
+        # are the hits, its support the subgroup's samples
+        label = np.zeros(len(codes), dtype=np.int64)
+        c = fast.cell_bootstrap(label, (~proportion_hits(name, base, y)).astype(np.int64),
+                                (~proportion_hits(name, cand, y)).astype(np.int64), n_resamples=bootstrap,
+                                seed=seed, groups=codes, n_groups=k)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            values = (c.tp_cand[..., 0] / c.support[..., 0], c.tp_base[..., 0] / c.support[..., 0])
+    elif spec.resample == fast.CELLS:
+        c = fast.cell_bootstrap(y, base.pred, cand.pred, n_resamples=bootstrap, seed=seed, groups=codes,
+                                n_groups=k)
+        values = (fast.from_counts(name, c.tp_cand, c.support, c.predicted_cand, c.labels),
+                  fast.from_counts(name, c.tp_base, c.support, c.predicted_base, c.labels))
+    elif spec.resample in (fast.MEAN, fast.MOMENTS):
+        columns_b, columns_c = moment_columns(name, base, y), moment_columns(name, cand, y)
+        means = fast.grouped_means(np.concatenate([columns_b, columns_c], axis=1), codes, k,
+                                   n_resamples=bootstrap, seed=seed)
+        width = columns_b.shape[1]
+        values = (from_moments(name, means[..., width:]), from_moments(name, means[..., :width]))
+    elif spec.resample == fast.BINS:
+        values = fast.ece_distributions(y, base.pred, base.top_prob, cand.pred, cand.top_prob,
+                                        n_resamples=bootstrap, seed=seed, groups=codes, n_groups=k)
+    else:
+        return None
+    return fast.spread(values[0][:, eligible]), fast.spread(values[1][:, eligible])
+
+
+def _fairness_distributions(name: str, base: Predictions, cand: Predictions, y: np.ndarray | None,
+                            grouping: Grouping, *, bootstrap: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(candidate, base) resampled fairness differences from the (subgroup, label, base, candidate) cell table
+    of the binary labels and predictions."""
+    truth = y == 1 if y is not None else np.zeros(len(grouping.codes), dtype=bool)
+    c = fast.cell_bootstrap(truth.astype(np.int64), (base.pred == 1).astype(np.int64),
+                            (cand.pred == 1).astype(np.int64), n_resamples=bootstrap, seed=seed,
+                            groups=grouping.codes, n_groups=len(grouping.keys))
+    return fairness_from_counts(name, c)
+
+
+def fairness_from_counts(name: str, c: fast.CellCounts) -> tuple[np.ndarray, np.ndarray]:
+    """(candidate, base) fairness difference of every resample of per-subgroup counts of binary labels and
+    predictions (labels 0 and 1): _fairness_stat's definitions, per resample."""
+    one = int(np.searchsorted(c.labels, 1))  # the labels are 0 and 1, or only one of them
+
+    def positive(counts: np.ndarray) -> np.ndarray:
+        return counts[..., one] if one < len(c.labels) and c.labels[one] == 1 else np.zeros(counts.shape[:-1])
+
+    size, positives = c.support.sum(axis=-1), positive(c.support)
+    out = []
+    for tp, predicted in ((c.tp_cand, c.predicted_cand), (c.tp_base, c.predicted_base)):
+        selected, hits = positive(predicted), positive(tp)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            if name == "demographic_parity_difference":
+                out.append(fast.spread(selected / size))
+                continue
+            tpr, fpr = fast.spread(hits / positives), fast.spread((selected - hits) / (size - positives))
+        out.append(np.where(fpr > tpr, fpr, tpr))  # Python's max(tpr gap, fpr gap): a NaN tpr gap stays NaN
+    return out[0], out[1]
+
+
 def measure_groupings(groupings: list[Grouping], *, base: Predictions, cand: Predictions, agreement: Agreement,
                       y: np.ndarray | None, task: str, each: dict[str, int], gaps: dict[str, int],
                       fairness: set[str], confidence: float, bootstrap: int, seed: int) -> tuple[GroupingResult, ...]:
@@ -160,14 +229,24 @@ def measure_groupings(groupings: list[Grouping], *, base: Predictions, cand: Pre
                 gap_results[name] = MetricResult(metric=name, n=len(grouping.codes), unavailable=(
                     f"fewer than two subgroups have {min_samples} samples"))
                 continue
+            reason = unavailable_reason(get_metric(name), task=task, has_labels=True, base=base, cand=cand)
+            if reason:
+                gap_results[name] = MetricResult(metric=name, n=len(grouping.codes), unavailable=reason)
+                continue
             all_idx = np.arange(len(grouping.codes))
             b_stat = _gap_stat(fn, base, y, grouping, eligible)
             c_stat = _gap_stat(fn, cand, y, grouping, eligible)
-            # the seed key names the grouping, so each gap has its own resamples
-            result = bootstrapped(f"{name} gap {grouping.name}", len(all_idx),
-                                  base_value=b_stat(all_idx), cand_value=c_stat(all_idx),
-                                  cand_stat=c_stat, base_stat=b_stat, confidence=confidence,
-                                  bootstrap=bootstrap, seed=seed, order=order())
+            key = f"{name} gap {grouping.name}"  # the seed key names the grouping: each gap has its own resamples
+            dists = _gap_distributions(name, base, cand, y, grouping, eligible, bootstrap=bootstrap,
+                                       seed=_seed(seed, key))
+            if dists is None:
+                result = bootstrapped(key, len(all_idx), base_value=b_stat(all_idx), cand_value=c_stat(all_idx),
+                                      cand_stat=c_stat, base_stat=b_stat, confidence=confidence,
+                                      bootstrap=bootstrap, seed=seed, order=order())
+            else:
+                result = from_distributions(name, len(all_idx), base_value=b_stat(all_idx),
+                                            cand_value=c_stat(all_idx), cand_dist=dists[0], base_dist=dists[1],
+                                            confidence=confidence)
             gap_results[name] = replace(result, metric=name)
         fair_results = {}
         for name in sorted(fairness if grouping.kind == "group" else ()):
@@ -183,10 +262,11 @@ def measure_groupings(groupings: list[Grouping], *, base: Predictions, cand: Pre
             b_stat = _fairness_stat(name, base, y, grouping)
             c_stat = _fairness_stat(name, cand, y, grouping)
             all_idx = np.arange(n)
-            result = bootstrapped(f"{name} {grouping.name}", n, base_value=b_stat(all_idx),
-                                  cand_value=c_stat(all_idx), cand_stat=c_stat, base_stat=b_stat,
-                                  confidence=confidence, bootstrap=bootstrap, seed=seed, order=order())
-            fair_results[name] = replace(result, metric=name)
+            cand_dist, base_dist = _fairness_distributions(name, base, cand, y, grouping, bootstrap=bootstrap,
+                                                           seed=_seed(seed, f"{name} {grouping.name}"))
+            fair_results[name] = from_distributions(name, n, base_value=b_stat(all_idx),
+                                                    cand_value=c_stat(all_idx), cand_dist=cand_dist,
+                                                    base_dist=base_dist, confidence=confidence)
         results.append(GroupingResult(name=grouping.name, columns=grouping.columns, groups=tuple(groups),
                                       gaps=gap_results, fairness=fair_results, min_samples=min_samples,
                                       kind=grouping.kind))

@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from gate.measure.registry import get_metric
+from gate.measure.registry import get_metric, top_k_of
 from gate.predictions import Predictions
 
 Idx = np.ndarray | None
@@ -173,6 +173,46 @@ def per_sample(name: str, p: Predictions, y: np.ndarray) -> np.ndarray | None:
     if name == "mae":
         return _abs_err(p, y, None).mean(axis=1)
     return None
+
+
+def moment_columns(name: str, p: Predictions, y: np.ndarray) -> np.ndarray | None:
+    """(n, c) per-sample columns whose means give the metric through from_moments (records with resample
+    MEAN or MOMENTS), or None: what a weighted (resampled) copy of the data needs of each sample."""
+    if name == "rmse":
+        return _abs_err(p, y, None) ** 2
+    if name == "r2":
+        squared = _abs_err(p, y, None) ** 2
+        yy = np.asarray(y, dtype=np.float64).reshape(len(y), -1)
+        # the variance as mean(c^2) - mean(c)^2 of a centred c: no cancellation; one target for every output
+        # broadcasts as in r2
+        centred = np.broadcast_to(yy - yy.mean(axis=0), squared.shape)
+        return np.concatenate([squared, centred, centred ** 2], axis=1)
+    values = per_sample(name, p, y)
+    return None if values is None else values.reshape(-1, 1)
+
+
+# a weighted variance below this share of the weighted second moment is rounding: one target value
+_CONSTANT = 1e-7
+
+
+def from_moments(name: str, means: np.ndarray) -> np.ndarray:
+    """The metric from (weighted) means of its moment_columns, the columns on the last axis."""
+    if name == "rmse":
+        return np.sqrt(np.maximum(means, 0.0)).mean(axis=-1)
+    if name == "r2":
+        d = means.shape[-1] // 3
+        squared, first, second = means[..., :d], means[..., d:2 * d], means[..., 2 * d:]
+        variance = second - first ** 2
+        with np.errstate(invalid="ignore", divide="ignore"):
+            per_output = np.where(variance > _CONSTANT * second, 1.0 - squared / variance, np.nan)
+        return per_output.mean(axis=-1)
+    return means[..., 0]
+
+
+def proportion_hits(name: str, p: Predictions, y: np.ndarray) -> np.ndarray:
+    """Per-sample hits of a share-of-samples metric (accuracy, top_K_accuracy)."""
+    k = top_k_of(name)
+    return top_k_hits(p, k) if k else p.pred == y
 
 
 def function_for(name: str, classes: np.ndarray | None = None) -> MetricFn | None:

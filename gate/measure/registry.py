@@ -83,8 +83,10 @@ class MetricSpec:
     reference: str = ""  # what the tests hold the value to (tests/test_metric_records.py)
     definition: str = ""  # the formula, for the docs
     # how a BOOTSTRAP interval is drawn (gate/measure/fast.py): "cells" (multinomial over the joint
-    # (label, base, candidate) table), "delong" (roc_auc), "mean" (Poisson weights over a per-sample
-    # vector); "" resamples sample indices and calls fn on each
+    # (label, base, candidate) table; for fairness metrics (subgroup, label, base, candidate)), "delong"
+    # (roc_auc), "mean" (Poisson weights over a per-sample vector), "moments" (the same weights over several
+    # per-sample columns, the metric a function of their means: rmse, r2), "bins" (Poisson sums per
+    # confidence bin: ece); "" resamples sample indices and calls fn on each
     resample: str = ""
 
     def __post_init__(self) -> None:
@@ -160,7 +162,7 @@ _SPECS = [
              description="area under the ROC curve (binary, or one-vs-rest macro)"),
     _quality("log_loss", resample="mean", higher_is_better=False, needs=("true_prob",), needs_scores=True, default=True,
              reference=SK + "log_loss", description="mean negative log-probability of the true class"),
-    _quality("ece", higher_is_better=False, needs=("pred", "top_prob"), needs_scores=True,
+    _quality("ece", resample="bins", higher_is_better=False, needs=("pred", "top_prob"), needs_scores=True,
              reference="numpy (Guo et al. 2017)",
              description="expected calibration error: top-label confidence against accuracy in 15 equal-width "
                          "bins",
@@ -175,9 +177,9 @@ _SPECS = [
                         "mean (p_1 - y)^2, scikit-learn's binary brier_score_loss"),
     _quality("mae", resample="mean", higher_is_better=False, tasks=REG, needs=("values",), headline=True, default=True,
              reference=SK + "mean_absolute_error", description="mean absolute error"),
-    _quality("rmse", higher_is_better=False, tasks=REG, needs=("values",), default=True,
+    _quality("rmse", resample="moments", higher_is_better=False, tasks=REG, needs=("values",), default=True,
              reference=SK + "root_mean_squared_error", description="root mean squared error"),
-    _quality("r2", higher_is_better=True, tasks=REG, needs=("values",), default=True,
+    _quality("r2", resample="moments", higher_is_better=True, tasks=REG, needs=("values",), default=True,
              reference=SK + "r2_score", description="coefficient of determination"),
     MetricSpec(name="flip_rate", higher_is_better=False, kind=AGREEMENT, tasks=CLS, default=True, needs=("pred",),
                method=PROPORTION, description="share of samples whose predicted class changed"),
@@ -196,11 +198,11 @@ _SPECS = [
                resample="mean", default=True,
                method=BOOTSTRAP, description="mean cosine similarity of the output vectors"),
     MetricSpec(name="demographic_parity_difference", higher_is_better=False, kind=FAIRNESS, tasks=CLS,
-               method=BOOTSTRAP, description="largest difference in positive-prediction rate between the "
-               "subgroups of a group column (binary tasks)"),
+               method=BOOTSTRAP, resample="cells", description="largest difference in positive-prediction rate "
+               "between the subgroups of a group column (binary tasks)"),
     MetricSpec(name="equalized_odds_difference", higher_is_better=False, kind=FAIRNESS, tasks=CLS,
-               method=BOOTSTRAP, needs_labels=True, description="larger of the between-subgroup differences in "
-               "true-positive and false-positive rate (binary tasks)"),
+               method=BOOTSTRAP, resample="cells", needs_labels=True, description="larger of the between-subgroup "
+               "differences in true-positive and false-positive rate (binary tasks)"),
     MetricSpec(name="model_size_mb", higher_is_better=False, kind=FOOTPRINT, tasks=BOTH, default=True,
                method=EXACT, unit="MB", description="model file size with external data, in MB (10^6 bytes)"),
     MetricSpec(name="parameters", higher_is_better=False, kind=FOOTPRINT, tasks=BOTH, default=True,
@@ -289,7 +291,11 @@ DOCS_START, DOCS_END = "<!-- metrics:start -->", "<!-- metrics:end -->"
 _INTERVALS = {PAIRED_PROPORTION: "paired score (Tango), Wilson", PROPORTION: "Wilson",
               BOOTSTRAP: "paired bootstrap", EXACT: "exact", TIMED: "paired timing blocks"}
 _RESAMPLES = {"cells": "paired bootstrap of the (label, base, candidate) table",
-              "delong": "DeLong (paired, midranks)", "mean": "paired Poisson bootstrap"}
+              "delong": "DeLong (paired, midranks)", "mean": "paired Poisson bootstrap",
+              "moments": "paired Poisson bootstrap of per-sample moments",
+              "bins": "paired Poisson bootstrap of per-bin sums"}
+# a fairness metric's cells are also keyed by the subgroup
+_FAIRNESS_CELLS = "paired bootstrap of the (subgroup, label, base, candidate) table"
 
 
 def _doc_rows() -> list[MetricSpec]:
@@ -304,6 +310,12 @@ def _doc_rows() -> list[MetricSpec]:
                            "class is among the top K scores (K = 1 to 99; top_5_accuracy is reported in every run)")
         rows.append(spec)
     return rows
+
+
+def _interval_text(spec: MetricSpec) -> str:
+    if spec.kind == FAIRNESS and spec.resample == "cells":
+        return _FAIRNESS_CELLS
+    return _RESAMPLES.get(spec.resample) or _INTERVALS[spec.method]
 
 
 def metrics_markdown() -> str:
@@ -325,7 +337,7 @@ def metrics_markdown() -> str:
             meaning += " (headline: shown per subgroup and in the charts)"
         lines.append(f"| `{spec.name}` | {'higher' if spec.higher_is_better else 'lower'} | {spec.kind} | "
                      f"{' / '.join(spec.tasks)} | {spec.unit or '–'} | {reads} | "
-                     f"{_RESAMPLES.get(spec.resample) or _INTERVALS[spec.method]} | "
+                     f"{_interval_text(spec)} | "
                      f"{slice_text} | {'yes' if spec.per_group else 'no'} | {'yes' if spec.default else 'no'} | "
                      f"{cell(meaning)} |")
     return "\n".join(lines) + "\n"

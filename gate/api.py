@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -128,6 +129,15 @@ class GateResult:
         return "\n".join(summary_lines(self.verdict, self.report_dir, self.measurements))
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _one_line(text: str) -> str:
+    """A name or reason on one console line: a newline in a rule's label must not start a line of its own
+    (in a CI log, "::error::..." would be read as a command)."""
+    return _CONTROL.sub(" ", str(text))
+
+
 def summary_lines(verdict: Verdict, out_dir: Path | None, measurements=None) -> list[str]:
     lines = []
     seq = (measurements.provenance.get("sequential") if measurements is not None else None) or {}
@@ -138,11 +148,11 @@ def summary_lines(verdict: Verdict, out_dir: Path | None, measurements=None) -> 
         t = c.tally
         extra = f"  ({c.error.splitlines()[0]})" if c.error else ""
         undecided = f" ({t.inconclusive} of them undecided)" if t.inconclusive else ""
-        lines.append(f"  {c.verdict.upper():4}  {c.name}: {t.passed} passed, {t.failed} failed, {t.warned} warned"
-                     f"{undecided}{extra}")
+        lines.append(_one_line(f"  {c.verdict.upper():4}  {c.name}: {t.passed} passed, {t.failed} failed, "
+                               f"{t.warned} warned{undecided}{extra}"))
         for r in c.rules:
             if r.status != "pass":
-                lines.append(f"        {r.status}: {r.rule}: {r.reason}")
+                lines.append(_one_line(f"        {r.status}: {r.rule}: {r.reason}"))
     lines.append(f"verdict: {verdict.verdict.upper()}")
     if out_dir is not None:
         lines.append(f"reports: {out_dir / 'report.md'}, {out_dir / 'report.html'}, {out_dir / 'report.json'}, "
@@ -165,7 +175,7 @@ def check(policy: PathLike | Policy, *, base: PathLike | None = None, candidates
     templates: a folder of templates overriding the shipped ones (needs out).
     progress: show a progress bar on stderr.
     cache: a folder that keeps the base's outputs between runs (keyed by the sha256 of the base, the data and
-        the settings; a damaged or stale entry is recomputed, never trusted).
+        the settings; a damaged or stale entry is recomputed, with a note).
 
     Returns a GateResult (`result.passed`, `result.tally`, `result.failing_rules()`, `result.verdict`,
     `result.measurements`, `result.report_dir`). Raises GateInputError when the inputs are wrong.
@@ -178,14 +188,16 @@ def check(policy: PathLike | Policy, *, base: PathLike | None = None, candidates
 
 def measure(policy: PathLike | Policy, *, base: PathLike | None = None, candidates: Candidates | None = None,
             data: PathLike | None = None, out: PathLike | None = None, target: str | None = None,
-            progress: bool = False, cache: PathLike | None = None) -> Measurements:
+            progress: bool = False, cache: PathLike | None = None, shard: str | None = None) -> Measurements:
     """Measure only, as `gate measure` does: returns gate.measurements.Measurements and, with `out`, writes them
     to that results file, to be judged elsewhere (`judge`, `gate judge`).
 
     target: measure speed, memory and energy only, with the settings of the policy's latency.targets.TARGET.
+    shard: "I/N" measures only that slice of the samples into `out` (with its outputs beside it); `judge` given
+    every shard's file joins them into the measurements of the whole data.
     The other arguments are those of `check`. Raises GateInputError when the inputs are wrong."""
     return run_measure(policy, base=base, candidates=candidates, data=data, out=out, target=target,
-                       progress=progress, cache=cache, flags=_API_FLAGS)
+                       progress=progress, cache=cache, shard=shard, flags=_API_FLAGS)
 
 
 def judge(results: PathLike | Measurements | Sequence[PathLike | Measurements], policy: PathLike | Policy, *,
@@ -230,13 +242,29 @@ def run_check(policy, *, base=None, candidates=None, data=None, out=None, templa
 
 
 def run_measure(policy, *, base=None, candidates=None, data=None, out=None, target=None, progress=None,
-                cache=None, flags: Flags = _CLI_FLAGS) -> Measurements:
+                cache=None, shard=None, flags: Flags = _CLI_FLAGS) -> Measurements:
     from gate.pipeline import measure as run_pipeline
 
     policy = _load(policy, base=base, candidates=candidates, data=data)
     path = writable_file(out, flags.out_file, flags=flags) if out is not None else None
+    if shard is not None:
+        from gate.shards import parse_shard
+
+        shard = parse_shard(shard) if isinstance(shard, str) else shard
+        if path is None or target is not None:
+            raise GateInputError("a shard is measured into a results file, for quality", path="--shard",
+                                 fix="give --out RESULTS.json and no --target")
+    kept: dict | None = {} if shard is not None else None
     measurements = run_pipeline(policy, show_progress=progress, target=target, settled=stopping_rule(policy),
-                                cache=_cache_dir(cache, flags))
+                                cache=_cache_dir(cache, flags), shard=shard, keep=kept)
+    if kept is not None:  # the per-sample outputs `gate judge` joins, beside the results file
+        from dataclasses import replace as _replace
+
+        from gate.shards import write_outputs
+
+        prov = measurements.provenance
+        measurements = _replace(measurements, provenance={**prov, "shard": {**prov["shard"],
+                                                                            "outputs": write_outputs(path, kept)}})
     if path is not None:
         from gate.report import atomic_write
 
@@ -260,7 +288,7 @@ def run_judge(results, policy, *, out=None, templates=None, flags: Flags = _CLI_
     policy = _load(policy)
     out_dir = writable_dir(out, flags.out_dir, flags=flags) if out is not None else None
     files, given = _results(results)
-    measurements = load_results(files) if files else None
+    measurements = load_results(files, policy) if files else None
     if given:  # measurements in memory: merged with the files exactly as files are
         measurements = _merge_in_memory(([measurements] if measurements else []) + given)
     check_against_policy(measurements, policy, files[0] if files else Path("measurements"))

@@ -27,7 +27,7 @@ def _model_flags(p: argparse.ArgumentParser) -> None:
                                              "(overrides data.path)")
     p.add_argument("--cache", metavar="DIR", help="keep the base's outputs in DIR and reuse them while the base, "
                                                  "the data and the settings are unchanged (sha256 keyed; a damaged "
-                                                 "entry is recomputed, never trusted)")
+                                                 "entry is recomputed, with a note)")
     bar = p.add_mutually_exclusive_group()
     bar.add_argument("--progress", dest="progress", action="store_true", default=None,
                      help="show a progress bar (default: only on a terminal)")
@@ -54,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
                                          "judged elsewhere with `gate judge`.")
     _model_flags(measure)
     measure.add_argument("--out", default="results.json", metavar="FILE", help="results file (default: results.json)")
+    measure.add_argument("--shard", metavar="I/N",
+                         help="measure only shard I of N of the samples (from 1); `gate judge` joins the N results "
+                              "files (each with its .outputs.npz beside it) into exactly the unsharded measurements")
     measure.add_argument("--target", metavar="NAME",
                          help="measure speed, memory and energy only, with the settings of latency.targets.NAME, "
                               "on this machine (run it on the device); `gate judge` merges the file with the "
@@ -223,12 +226,18 @@ def cmd_measure(args) -> int:
     from gate.api import run_measure
 
     measurements = run_measure(args.policy, base=args.base, candidates=args.candidate, data=args.data,
-                               out=args.out, target=args.target, progress=args.progress, cache=args.cache)
+                               out=args.out, target=args.target, progress=args.progress, cache=args.cache,
+                               shard=args.shard)
     out = Path(args.out)
     if args.target:
         host = measurements.provenance.get("host", {}).get("hostname", "this machine")
         print(f"measured speed and memory of {len(measurements.candidates)} candidate(s) on target "
               f"{args.target!r} ({host}): {out}")
+    elif measurements.provenance.get("shard"):
+        shard = measurements.provenance["shard"]
+        print(f"measured shard {shard['index']}/{shard['count']} (samples {shard['first']:,} to {shard['stop'] - 1:,} "
+              f"of {shard['of']:,}) of {len(measurements.candidates)} candidate(s): {out}, with "
+              f"{shard['outputs']['file']} beside it; join the shards with gate judge")
     else:
         print(f"measured {len(measurements.candidates)} candidate(s) on {measurements.n_samples:,} samples: {out}")
     return EXIT_PASS

@@ -8,6 +8,7 @@ from pathlib import Path
 from gate.contract import load_results_file
 from gate.errors import GateInputError
 from gate.measurements import Measurements
+from gate.shards import is_shard, merge_shards
 
 
 def _read(path: Path) -> Measurements:
@@ -44,10 +45,20 @@ def check_against_policy(m: Measurements, policy, path: Path) -> None:
                                  fix="measure again on the policy's files, or judge with the policy used to measure")
 
 
-def load_results(paths: list[Path]) -> Measurements:
+def load_results(paths: list[Path], policy=None) -> Measurements:
     """Quality files are merged side by side (distinct candidates); target files (`gate measure --target`)
-    add their speed and memory to the candidates of the same name, which must be the same model files."""
+    add their speed and memory to the candidates of the same name, which must be the same model files;
+    shards (`gate measure --shard I/N`) are joined into the measurements of the whole data (gate/shards.py)."""
     parts = [_read(p) for p in paths]
+    shards = [i for i, part in enumerate(parts) if is_shard(part)]
+    if shards:
+        if policy is None:
+            raise GateInputError("is a shard: shards are joined with the policy they were measured with",
+                                 path=paths[shards[0]], fix="judge with --policy")
+        joined = merge_shards(policy, [paths[i] for i in shards], [parts[i] for i in shards])
+        rest = [i for i in range(len(parts)) if i not in shards]
+        paths = [paths[shards[0]]] + [paths[i] for i in rest]
+        parts = [joined] + [parts[i] for i in rest]
     first = parts[0]
     for path, part in zip(paths[1:], parts[1:]):
         for what, key in _SAME:

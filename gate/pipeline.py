@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from gate import provenance
+from gate.columns import LazyColumn
 from gate.data import Dataset, load_dataset
 from gate.errors import GateInputError
 from gate.files import sha256_of
@@ -115,7 +116,8 @@ def _open(ref: ModelRef, policy: Policy, dataset: Dataset):
 
 
 def measure(policy: Policy, *, show_progress: bool | None = None, target: str | None = None,
-            settled: Settled | None = None, cache: Path | None = None) -> Measurements:
+            settled: Settled | None = None, cache: Path | None = None, shard: tuple[int, int] | None = None,
+            keep: dict | None = None) -> Measurements:
     """Quality, agreement and footprint of every candidate, and speed and memory when a rule asks for them.
     With a target: speed, memory and energy only, with that target's settings (`gate measure --target`).
     settled: the stopping rule of the timed loop (see Settled), and of sequential looks (policy.sequential:
@@ -131,6 +133,10 @@ def measure(policy: Policy, *, show_progress: bool | None = None, target: str | 
             not np.issubdtype(dataset.labels.dtype, np.number):
         raise GateInputError(f"holds non-numeric regression targets in {dataset.labels_key!r}", path=dataset.path,
                              fix="store numeric targets")
+    full_n = dataset.n
+    if shard is not None:  # `gate measure --shard I/N`: this slice of the samples; `gate judge` merges them
+        dataset = _shard_of(dataset, shard, policy)
+        cache = None
     looks = _looks(policy, dataset.n)
     if looks is not None:  # every model reads the samples in the looks' random order, so a look is a prefix
         dataset = _in_look_order(dataset, looks.order)
@@ -217,74 +223,34 @@ def measure(policy: Policy, *, show_progress: bool | None = None, target: str | 
                                                       show_progress=show_progress)
 
     base_pred = base_col.result()
+    if keep is not None:  # the per-sample outputs a shard hands to `gate judge` (gate/shards.py)
+        keep.update(_kept_outputs(base_pred, cols, agreements, runners, y, dataset))
+    context = _Context(policy=policy, names=names, judged=judged, each=each, gaps=gaps, fairness=fairness,
+                       groupings=groupings, y=y, classes=classes, level=level, releases=_releases(policy),
+                       data_sha256=dataset.sha256, base_info=base_info, base_pred=base_pred,
+                       group_columns=_group_columns(dataset), lines=dataset.row_lines,
+                       sample_ids=dataset.sample_ids)
     drawn: dict[int, str | None] = {}  # thumbnails of samples, drawn once for every candidate that flips them
-    releases = _releases(policy)
     measured = {}
     for name in runners:
-        cand_pred, agreement = cols[name].result(), agreements[name].result()
-        info = replace(infos[name], output_kind=cand_pred.kind, footprint=_against_base(infos[name], base_info))
-        nonfinite = cols[name].nonfinite
-        metrics: dict[str, MetricResult] = {}
-        for metric in names:
-            if get_metric(metric) is None or get_metric(metric).kind in (FAIRNESS, SPEED, MEMORY):
-                continue  # speed and memory come from the device run below
-            if nonfinite and not is_footprint(metric):
-                # NaN rows would read as class 0: no number computed from these outputs is shown
-                metrics[metric] = MetricResult(metric=metric, n=n, unavailable=(
-                    f"NaN or infinite outputs for {nonfinite['count']:,} of {n:,} samples"))
-                continue
-            if is_footprint(metric) and metric not in _FILE_SIZE_METRICS:
-                result = footprint_result(metric, base_info, info, n)
-            elif is_footprint(metric):
-                result = footprint(metric, base_info, info, n)
-            else:
-                result = _at_level(compare(metric, base=base_pred, cand=cand_pred, agreement=agreement, y=y,
-                                           task=policy.task, confidence=level, bootstrap=policy.bootstrap,
-                                           seed=policy.seed, with_interval=metric in judged), level, policy)
-            if result.unavailable is None or metric in judged:
-                metrics[metric] = result
-        if nonfinite:
-            measured[name] = CandidateMeasurements(info=info, metrics=metrics, nonfinite=nonfinite,
-                                                   notes=batch_notes(policy, base_info, info) +
-                                                   _output_notes(served, runners[name]))
-            continue
-        grouped = groups.measure_groupings(
-            groupings, base=base_pred, cand=cand_pred, agreement=agreement, y=y, task=policy.task, each=each,
-            gaps=gaps, fairness=fairness, confidence=level, bootstrap=policy.bootstrap, seed=policy.seed)
-        grouped += (perturbed[name],) if name in perturbed else ()
-        notes = batch_notes(policy, base_info, info) + _output_notes(served, runners[name]) + perturbed_notes
-        if info.sha256 == base_info.sha256:
-            metrics, grouped = _the_base_itself(metrics, grouped)
-            notes += ("This candidate is the base's own file (the same sha256): every comparison with the base is "
-                      "exact (no difference, perfect agreement), not estimated from the samples.",)
-        measured[name] = CandidateMeasurements(info=info, metrics=metrics, groupings=grouped,
-                                               change_matrix=change_matrix(base_pred, cand_pred), notes=notes,
-                                               releases=_against_releases(policy, releases, cand_pred, info, y,
-                                                                          dataset.sha256))
-        measured[name] = replace(measured[name], **_flips_and_calibration(policy.task, base_pred, cand_pred, y,
-                                                                          classes, dataset, base_runner, drawn,
-                                                                          sample_ids=looks.order if looks else None))
+        measured[name] = _from_outputs(
+            context, name, cand_pred=cols[name].result(), agreement=agreements[name].result(),
+            nonfinite=cols[name].nonfinite, info=infos[name],
+            notes=batch_notes(policy, base_info, infos[name]) + _output_notes(served, runners[name]),
+            perturbed=perturbed.get(name), perturbed_notes=perturbed_notes,
+            thumbnails=lambda rows: _thumbnails(base_runner, rows, drawn))
     if policy.diagnostics.layers:  # where the error enters: explains a result, never judged, never fatal
         for name, cand in list(measured.items()):
             measured[name] = replace(cand, layers=diagnose(
                 base_runner, runners[name], samples=min(policy.diagnostics.layer_samples, n), batch=batch,
                 identical=cand.info.sha256 == base_info.sha256))
 
-    base_metrics = {}
-    if y is not None:
-        for metric in names:
-            spec = get_metric(metric)
-            fn = spec.function() if spec is not None else None
-            if fn is None or policy.task not in spec.tasks or \
-                    spec.needs_scores and base_pred.n_classes is None or \
-                    any(getattr(base_pred, v) is None for v in spec.needs):
-                continue
-            value = fn(base_pred, y, None)
-            if np.isfinite(value):
-                base_metrics[metric] = value
+    base_metrics = base_metrics_of(names, base_pred, y, policy.task)
     base_metrics["model_size_mb"] = base_info.size_bytes / 1e6
     base_metrics.update(_footprint_values(base_info))
-    device = _device_run(policy, None, base_runner, {name: runners[name] for name in measured}, settled=settled)
+    # speed and memory do not depend on the samples: with shards, the first one measures them
+    device = _device_run(policy, None, base_runner, {name: runners[name] for name in measured}, settled=settled) \
+        if shard is None or shard[0] == 1 else None
     if device is not None:
         for name, cand in list(measured.items()):
             measured[name] = replace(cand, metrics={**cand.metrics, **device.metrics[name]},
@@ -300,8 +266,102 @@ def measure(policy: Policy, *, show_progress: bool | None = None, target: str | 
                     "started": started, "finished": provenance.now(), "command": provenance.command(),
                     "policy": {"path": policy.source, "sha256": policy.sha256},
                     **({"cache": cache_state} if cache_state else {}),
-                    **({"sequential": sequential} if sequential else {})},
+                    **({"sequential": sequential} if sequential else {}),
+                    **({"shard": _shard_provenance(shard, dataset, full_n, base_pred, cols, measured,
+                                                   classes)} if shard else {})},
     )
+
+
+SAME_FILE_NOTE = ("This candidate is the base's own file (the same sha256): every comparison with the base is "
+                  "exact (no difference, perfect agreement), not estimated from the samples.")
+
+
+@dataclass(frozen=True)
+class _Context:
+    """What every candidate's measurement from its per-sample outputs reads: the same in `measure` and when
+    `gate judge` merges shards."""
+    policy: Policy
+    names: list
+    judged: set
+    each: dict
+    gaps: dict
+    fairness: dict
+    groupings: list
+    y: np.ndarray | None
+    classes: object
+    level: float
+    releases: dict
+    data_sha256: str
+    base_info: ModelInfo
+    base_pred: object
+    group_columns: dict
+    lines: np.ndarray | None
+    sample_ids: np.ndarray | None = None
+
+
+def _group_columns(dataset: Dataset) -> dict:
+    keys = dict.fromkeys(k for g in dataset.group_keys for k in (g if isinstance(g, tuple) else (g,)))
+    return {k: dataset.columns[k] for k in keys}
+
+
+def _from_outputs(c: _Context, name: str, *, cand_pred, agreement, nonfinite, info: ModelInfo, notes: tuple,
+                  perturbed=None, perturbed_notes: tuple = (), thumbnails=None) -> CandidateMeasurements:
+    """One candidate's measurements from its per-sample outputs (and the base's): metrics with their
+    intervals, subgroups, the change matrix, comparisons with blessed releases, flips and calibration."""
+    policy, base_info, base_pred, y = c.policy, c.base_info, c.base_pred, c.y
+    n = len(y) if y is not None else len(base_pred.pred if base_pred.pred is not None else base_pred.values)
+    info = replace(info, output_kind=cand_pred.kind, footprint=_against_base(info, base_info))
+    metrics: dict[str, MetricResult] = {}
+    for metric in c.names:
+        if get_metric(metric) is None or get_metric(metric).kind in (FAIRNESS, SPEED, MEMORY):
+            continue  # speed and memory come from the device run
+        if nonfinite and not is_footprint(metric):
+            # NaN rows would read as class 0: no number computed from these outputs is shown
+            metrics[metric] = MetricResult(metric=metric, n=n, unavailable=(
+                f"NaN or infinite outputs for {nonfinite['count']:,} of {n:,} samples"))
+            continue
+        if is_footprint(metric) and metric not in _FILE_SIZE_METRICS:
+            result = footprint_result(metric, base_info, info, n)
+        elif is_footprint(metric):
+            result = footprint(metric, base_info, info, n)
+        else:
+            result = _at_level(compare(metric, base=base_pred, cand=cand_pred, agreement=agreement, y=y,
+                                       task=policy.task, confidence=c.level, bootstrap=policy.bootstrap,
+                                       seed=policy.seed, with_interval=metric in c.judged), c.level, policy)
+        if result.unavailable is None or metric in c.judged:
+            metrics[metric] = result
+    if nonfinite:
+        return CandidateMeasurements(info=info, metrics=metrics, nonfinite=nonfinite, notes=notes)
+    grouped = groups.measure_groupings(
+        c.groupings, base=base_pred, cand=cand_pred, agreement=agreement, y=y, task=policy.task, each=c.each,
+        gaps=c.gaps, fairness=c.fairness, confidence=c.level, bootstrap=policy.bootstrap, seed=policy.seed)
+    grouped += (perturbed,) if perturbed is not None else ()
+    notes = notes + perturbed_notes
+    if info.sha256 == base_info.sha256:
+        metrics, grouped = _the_base_itself(metrics, grouped)
+        notes += (SAME_FILE_NOTE,)
+    return CandidateMeasurements(
+        info=info, metrics=metrics, groupings=grouped, change_matrix=change_matrix(base_pred, cand_pred),
+        notes=notes, releases=_against_releases(policy, c.releases, cand_pred, info, y, c.data_sha256),
+        **_flips_and_calibration(policy.task, base_pred, cand_pred, y, c.classes, c.group_columns, c.lines,
+                                 thumbnails, sample_ids=c.sample_ids))
+
+
+def base_metrics_of(names: list[str], base_pred, y, task: str) -> dict[str, float]:
+    """The base's own value of every sample metric it can be measured on (with labels)."""
+    out = {}
+    if y is None:
+        return out
+    for metric in names:
+        spec = get_metric(metric)
+        fn = spec.function() if spec is not None else None
+        if fn is None or task not in spec.tasks or spec.needs_scores and base_pred.n_classes is None or \
+                any(getattr(base_pred, v) is None for v in spec.needs):
+            continue
+        value = fn(base_pred, y, None)
+        if np.isfinite(value):
+            out[metric] = value
+    return out
 
 
 def _releases(policy: Policy) -> dict:
@@ -324,17 +384,16 @@ def _against_releases(policy: Policy, releases: dict, cand_pred, info: ModelInfo
     return out
 
 
-def _flips_and_calibration(task: str, base_pred, cand_pred, y, classes, dataset: Dataset, base_runner,
-                           drawn: dict, sample_ids: np.ndarray | None = None) -> dict:
+def _flips_and_calibration(task: str, base_pred, cand_pred, y, classes, group_columns: dict, lines,
+                           thumbnails, sample_ids: np.ndarray | None = None) -> dict:
     """A classifier's changed predictions (with thumbnails of the first negative flips when the input is an
-    image) and the reliability tables of base and candidate: for flips.csv and report.html."""
+    image: thumbnails(rows), or None) and the reliability tables of base and candidate: for flips.csv and
+    report.html."""
     if task != "classification":
         return {}
-    columns = dict.fromkeys(k for g in dataset.group_keys for k in (g if isinstance(g, tuple) else (g,)))
-    table = flip_table(base_pred, cand_pred, y, classes=classes, groups={k: dataset.columns[k] for k in columns},
-                       lines=dataset.row_lines)
+    table = flip_table(base_pred, cand_pred, y, classes=classes, groups=group_columns, lines=lines)
     if table is not None:
-        table["thumbnails"] = _thumbnails(base_runner, first_negative(table), drawn)
+        table["thumbnails"] = thumbnails(first_negative(table)) if thumbnails is not None else []
         if sample_ids is not None:  # positions in the looks' order -> the samples' indices in the data
             entries = {id(e): e for key in ("rows", "largest", "thumbnails") for e in table.get(key) or []}
             for entry in entries.values():
@@ -425,7 +484,16 @@ def _with_cache(folder: Path | None, policy: Policy, base_runner, base_info: Mod
                          preprocessing=repr(policy.data.images) if policy.data.images else None)
     raw, notes, state = cache.load(folder, key)
     if raw is not None:
-        return cache.CachedRunner(base_runner, raw, notes), (state, key)
+        # a spot check on the first batch: an entry must agree with the model it stands for
+        first = base_runner.run(0, min(batch, dataset.n))
+        same = first.shape == raw[:len(first)].shape and (
+            np.allclose(first, raw[:len(first)], rtol=1e-5, atol=1e-6) if first.dtype.kind == "f"
+            else np.array_equal(first, raw[:len(first)]))
+        if same:
+            return cache.CachedRunner(base_runner, raw, notes), (state, key)
+        state = cache.CacheState("refreshed", state.key, f"the cached base outputs in {folder} differ from the "
+                                                         f"base's own on its first {len(first):,} samples; the base "
+                                                         "was run again and the entry rewritten")
     return cache.RecordingRunner(base_runner), (state, key)
 
 
@@ -456,6 +524,44 @@ class _Looks:
     order: np.ndarray  # position in the run -> sample index in the data
 
 
+def _shard_of(dataset: Dataset, shard: tuple[int, int], policy: Policy) -> Dataset:
+    """Shard I of N: samples [(I-1)n/N, In/N) of the data, named by their index in the file."""
+    from gate.shards import shard_range
+
+    if policy.sequential is not None or policy.perturbations:
+        raise GateInputError("asks for sequential looks or perturbations, which shards do not support yet",
+                             path=policy.source, fix="measure without --shard, or drop sequential: / perturbations:")
+    first, stop = shard_range(shard, dataset.n, where=str(dataset.path))
+    ids = np.arange(first, stop)
+    small = _label_and_group_keys(dataset)
+
+    def part(key, column):  # labels and groups are read at once; features a batch at a time
+        if key in small or (isinstance(column, np.ndarray) and not isinstance(column, np.memmap)):
+            return np.asarray(column[first:stop])
+        return _Reordered(column, ids)
+
+    return replace(dataset, columns={k: part(k, c) for k, c in dataset.columns.items()}, _stacked={}, _checked=set(),
+                   sample_ids=ids, row_lines=dataset.row_lines[first:stop] if dataset.row_lines is not None else None)
+
+
+def _kept_outputs(base_pred, cols: dict, agreements: dict, runners: dict, y, dataset: Dataset) -> dict:
+    from gate.shards import outputs_arrays
+
+    return outputs_arrays(base_pred, {name: (cols[name].result(), agreements[name].result(), cols[name].nonfinite)
+                                      for name in runners}, y=y, labels=dataset.labels,
+                          groups=_group_columns(dataset), lines=dataset.row_lines)
+
+
+def _shard_provenance(shard, dataset: Dataset, full_n: int, base_pred, cols: dict, measured: dict, classes) -> dict:
+    return {"index": shard[0], "count": shard[1], "first": int(dataset.sample_ids[0]),
+            "stop": int(dataset.sample_ids[-1]) + 1, "of": full_n,
+            "base": {"kind": base_pred.kind, "n_classes": base_pred.n_classes},
+            "candidates": {name: {"kind": cols[name].result().kind, "n_classes": cols[name].result().n_classes,
+                                  "nonfinite": cols[name].nonfinite} for name in measured},
+            "classes": [c if isinstance(c, (int, str)) else str(c) for c in classes.names] if classes else None,
+            "classes_source": classes.source if classes else None}
+
+
 def _looks(policy: Policy, n: int) -> _Looks | None:
     from gate.measure import sequential
 
@@ -477,41 +583,32 @@ def _parts(looks: _Looks | None, n: int) -> list[tuple[int, int]]:
     return list(zip((0,) + looks.sizes[:-1], looks.sizes))
 
 
-class _Reordered:
+class _Reordered(LazyColumn):
     """A column read in another order, a batch at a time (a memory-mapped feature column is never gathered
     whole): row i is the data's row order[i]."""
 
     def __init__(self, column, order: np.ndarray) -> None:
         self._column, self._order = column, order
-        self.shape, self.dtype = tuple(column.shape), column.dtype
+        self.shape, self.dtype = (len(order),) + tuple(column.shape[1:]), column.dtype
 
-    @property
-    def ndim(self) -> int:
-        return len(self.shape)
-
-    def __len__(self) -> int:
-        return self.shape[0]
-
-    def __getitem__(self, key):
-        rows = self._order[key]
-        if np.ndim(rows) == 0:
-            return self._column[int(rows)]
-        # read in file order (memory maps read forward), then put back in the looks' order
+    def _rows(self, start: int, stop: int) -> np.ndarray:
+        rows = self._order[start:stop]
+        # read in file order (memory maps read forward), then put back in this order
         ahead = np.argsort(rows, kind="stable")
         out = np.asarray(self._column[rows[ahead]])
         back = np.empty_like(ahead)
         back[ahead] = np.arange(len(ahead))
         return out[back]
 
-    def __array__(self, dtype=None, copy=None):
-        whole = np.asarray(self._column)[self._order]
-        return whole if dtype is None else whole.astype(dtype, copy=False)
+
+def _label_and_group_keys(dataset: Dataset) -> set:
+    return {dataset.labels_key, *(k for g in dataset.group_keys for k in (g if isinstance(g, tuple) else (g,)))}
 
 
 def _in_look_order(dataset: Dataset, order: np.ndarray) -> Dataset:
     """The data with its samples in the looks' order. Labels and group columns are small and reordered at once;
     a feature column held in memory too, a memory-mapped one is read in that order batch by batch."""
-    keys = {dataset.labels_key, *(k for g in dataset.group_keys for k in (g if isinstance(g, tuple) else (g,)))}
+    keys = _label_and_group_keys(dataset)
     columns = {}
     for key, column in dataset.columns.items():
         in_memory = isinstance(column, np.ndarray) and not isinstance(column, np.memmap)

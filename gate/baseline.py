@@ -13,8 +13,11 @@ reason, never a pass; the other rules are judged as usual.
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import re
+import stat
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -99,8 +102,10 @@ def read_blessings(folder: Path) -> list[Blessing]:
     """Every blessed release in the folder, first to last; [] when nothing was blessed yet.
     BaselineProblem when the record is damaged."""
     path = folder / RECORD
-    if not path.is_file():
+    if not os.path.lexists(path):
         return []
+    if not stat.S_ISREG(os.lstat(path).st_mode):
+        raise BaselineProblem(f"{path} is not a plain file (a folder, a link or a device)")
     if path.stat().st_size > MAX_RECORD_BYTES:
         raise BaselineProblem(f"{path} is larger than {MAX_RECORD_BYTES // 2**20} MB")
     try:
@@ -109,6 +114,8 @@ def read_blessings(folder: Path) -> list[Blessing]:
         raise BaselineProblem(f"{path} is not valid JSON ({str(exc)[:120]})") from None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT or not isinstance(doc.get("blessings"), list):
         raise BaselineProblem(f"{path} is not a blessing record of format {FORMAT}")
+    if not doc["blessings"]:
+        raise BaselineProblem(f"{path} holds no blessing (`gate bless` never writes an empty record)")
     return [_record(entry, i) for i, entry in enumerate(doc["blessings"])]
 
 
@@ -119,8 +126,8 @@ def _no_constant(name: str):
 def load_outputs(folder: Path, blessing: Blessing) -> Predictions:
     """The blessed release's per-sample outputs, checked against the sha256 its record holds."""
     path = folder / blessing.outputs
-    if not path.is_file():
-        raise BaselineProblem(f"the stored outputs {path} are missing")
+    if not os.path.lexists(path) or not stat.S_ISREG(os.lstat(path).st_mode):
+        raise BaselineProblem(f"the stored outputs {path} are missing (or not a plain file)")
     if sha256_of(path) != blessing.outputs_sha256:
         raise BaselineProblem(f"the stored outputs {path} do not match the sha256 recorded when release "
                               f"{blessing.index} ({blessing.name}) was blessed: they were changed, so they are not "
@@ -134,7 +141,10 @@ def load_outputs(folder: Path, blessing: Blessing) -> Predictions:
     if unknown:
         raise BaselineProblem(f"the stored outputs {path} hold unknown arrays: {', '.join(sorted(unknown))}")
     for key, arr in arrays.items():
-        if arr.dtype.kind not in "iuf" or len(arr) != blessing.n_samples:
+        # one number per sample, or one row of class scores (probs)
+        want = 2 if key == "probs" else (arr.ndim if key == "values" else 1)
+        if arr.dtype.kind not in "iuf" or arr.ndim != want or arr.ndim == 0 or len(arr) != blessing.n_samples or \
+                (key == "probs" and arr.shape[1] != blessing.n_classes):
             raise BaselineProblem(f"the stored outputs {path}: {key} is not {blessing.n_samples:,} numbers")
         if arr.dtype.kind == "f" and not np.isfinite(arr).all():
             raise BaselineProblem(f"the stored outputs {path}: {key} holds NaN or infinite values")
@@ -148,11 +158,24 @@ def outputs_arrays(pred: Predictions) -> dict[str, np.ndarray]:
 
 
 def append_blessing(folder: Path, fields_: dict, pred: Predictions) -> Blessing:
-    """Store the outputs and append the record; both written atomically, the record last."""
+    """Store the outputs and append the record; both written atomically, the record last, under a lock."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".blessings.lock", "a") as lock:  # two releases blessed at once must not lose one
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            existing = read_blessings(folder)
+        except BaselineProblem as exc:
+            from gate.errors import GateInputError
+
+            raise GateInputError(f"cannot take another blessing: {exc}", path=folder / RECORD,
+                                 fix="restore the baseline folder from where it is kept (a commit or a release "
+                                     "asset); the gate does not overwrite a damaged record") from None
+        return _append(folder, existing, fields_, pred)
+
+
+def _append(folder: Path, existing: list[Blessing], fields_: dict, pred: Predictions) -> Blessing:
     from gate.report import atomic_write
 
-    folder.mkdir(parents=True, exist_ok=True)
-    existing = read_blessings(folder)
     index = len(existing) + 1
     name = f"release-{index:04d}-{fields_['model_sha256'][:12]}.npz"
     tmp = folder / f".{name}.tmp.npz"
@@ -180,6 +203,8 @@ def load_releases(folder: Path, wanted: set[str]) -> dict[str, Loaded]:
     """The releases the rules name (vs: baseline -> the last blessed, first_baseline -> the first), loaded once
     for every candidate."""
     try:
+        if os.path.lexists(folder) and not folder.is_dir():
+            raise BaselineProblem(f"{folder} is not a folder")
         blessings = read_blessings(folder)
     except (BaselineProblem, OSError) as exc:
         return {vs: Loaded(None, None, "damaged", f"the baseline record is damaged: {exc}") for vs in wanted}

@@ -28,11 +28,28 @@ def _candidate_entry(report: dict, name: str, where: Path) -> dict:
     return entries[name]
 
 
+def _intact(report_dir: Path) -> None:
+    """A blessing vouches for what the gate judged: the report folder must be as the gate wrote it (its
+    manifest's hashes), or an edited report.json could bless a model that failed."""
+    from gate.contract import load_manifest
+    from gate.verify import INTACT, check_files
+
+    problems = [c for c in check_files(report_dir, load_manifest(report_dir)) if c.status != INTACT]
+    if problems:
+        listed = "; ".join(f"{c.path} {c.status}{': ' + c.detail if c.detail else ''}" for c in problems[:5])
+        raise GateInputError(f"is not as the gate wrote it ({listed})", path=report_dir,
+                             fix="bless from a report folder the gate wrote and nobody edited (gate verify shows "
+                                 "what changed); judge again to make one")
+
+
 def _same_file(path: Path, recorded: str | None, what: str, flag: str) -> None:
     if not path.is_file():
         raise GateInputError(f"is not a file ({what} named by the report)", path=path,
                              fix=f"give the file with {flag}")
-    if recorded and sha256_of(path) != recorded:
+    if not recorded:
+        raise GateInputError(f"has no recorded sha256 in the report, so it cannot be checked as the {what} judged",
+                             path=path, fix="bless from a report of a candidate the gate measured")
+    if sha256_of(path) != recorded:
         raise GateInputError(f"is not the {what} the report judged (sha256 {sha256_of(path)[:12]}, the report "
                              f"recorded {recorded[:12]})", path=path,
                              fix=f"bless from a report made on this file, or give the judged file with {flag}")
@@ -51,6 +68,7 @@ def bless(report_dir: str | Path, candidate: str, baseline: str | Path, *, polic
     if not report_path.is_file():
         raise GateInputError("not found", path=report_path,
                              fix="give the folder `gate check --out DIR` wrote")
+    _intact(report_dir)
     report = load_report(report_path)
     entry = _candidate_entry(report, candidate, report_path)
     if reason is not None and not reason.strip():

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
+import stat
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,8 +27,9 @@ import numpy as np
 from gate import __version__
 from gate.files import sha256_of
 
-FORMAT = 1
+FORMAT = 2  # 2: the record holds the outputs' shape and dtype, checked before they are read
 MAX_RECORD_BYTES = 1_000_000
+_DTYPES = ("<f4", "<f8", "<f2", "<i8", "<i4", "<i2", "|i1", "|u1", "<u2", "<u4", "<u8", "|b1")
 
 
 @dataclass(frozen=True)
@@ -62,24 +65,34 @@ def load(folder: Path, key: dict) -> tuple[np.ndarray | None, tuple[str, ...], C
     """(raw outputs, the base runner's notes, state); outputs None when there is no usable entry."""
     digest = _digest(key)
     record_path, outputs_path = _paths(folder, digest)
-    if not record_path.exists():
+    if not os.path.lexists(record_path):
         return None, (), CacheState("stored", digest)
     try:
+        for path in (record_path, outputs_path):  # a FIFO would block the read, a link read elsewhere
+            if not stat.S_ISREG(os.lstat(path).st_mode):
+                raise ValueError(f"{path.name} is not a plain file")
         if record_path.stat().st_size > MAX_RECORD_BYTES:
             raise ValueError("its record is too large")
         record = json.loads(record_path.read_text(encoding="utf-8"))
         if not isinstance(record, dict) or record.get("key") != key:
             raise ValueError("its record was written for other inputs")
+        shape, dtype = record.get("shape"), record.get("dtype")
+        if not (isinstance(shape, list) and 1 <= len(shape) <= 2 and shape[0] == key["n"] and
+                all(isinstance(d, int) and 0 < d <= 1_000_000 for d in shape) and dtype in _DTYPES):
+            raise ValueError("its record does not describe one row of outputs per sample")
+        expected = math.prod(shape) * np.dtype(dtype).itemsize
+        if outputs_path.stat().st_size > expected + 4096:  # checked before a byte is decompressed
+            raise ValueError("its outputs file is larger than its record says")
         if sha256_of(outputs_path) != record.get("outputs_sha256"):
             raise ValueError("its outputs do not match the sha256 in its record")
         with np.load(outputs_path, allow_pickle=False) as npz:
             raw = npz["raw"]
-        if len(raw) != key["n"] or raw.dtype.kind not in "biuf":
-            raise ValueError(f"it holds {len(raw):,} outputs of type {raw.dtype}, not {key['n']:,} numbers")
+        if list(raw.shape) != shape or raw.dtype.str != np.dtype(dtype).str:
+            raise ValueError(f"it holds outputs of shape {raw.shape}, not the {tuple(shape)} its record says")
         notes = record.get("notes") or []
         if not all(isinstance(n, str) for n in notes):
             raise ValueError("its notes are not text")
-    except (OSError, ValueError, KeyError, UnicodeDecodeError) as exc:
+    except Exception as exc:  # any damage at all: recompute, never a traceback or a trusted guess
         why = str(exc) if isinstance(exc, ValueError) else f"it cannot be read ({type(exc).__name__})"
         return None, (), CacheState("refreshed", digest, f"the cached base outputs in {folder} were not used: "
                                                          f"{why}; the base was run again and the entry rewritten")
@@ -93,6 +106,9 @@ def store(folder: Path, key: dict, raw: np.ndarray, notes: tuple[str, ...]) -> N
     record_path, outputs_path = _paths(folder, _digest(key))
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=".base-", suffix=".npz")
     os.close(fd)
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(tmp, 0o666 & ~mask)  # mkstemp's 0600 would hide the entry from the next job's user
     try:
         np.savez(tmp, raw=raw)
         os.replace(tmp, outputs_path)
@@ -102,6 +118,7 @@ def store(folder: Path, key: dict, raw: np.ndarray, notes: tuple[str, ...]) -> N
     from gate.report import atomic_write
 
     atomic_write(record_path, json.dumps({"key": key, "outputs_sha256": sha256_of(outputs_path),
+                                          "shape": list(raw.shape), "dtype": raw.dtype.str,
                                           "notes": list(notes)}, indent=2) + "\n")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field, replace
 from typing import NamedTuple
 
@@ -605,7 +606,10 @@ def _against_release(policy: Policy, rule: Rule, cand: CandidateMeasurements, *,
         return _error(rule, f"the {against} cannot be trusted: {comparison.reason}", None)
     result = evaluate(rule, comparison.metrics.get(rule.metric), confidence=confidence,
                       inconclusive=policy.inconclusive)
-    return replace(result, reason=f"against {which}: {result.reason}")
+    # the bound reads "base - 0.005 = 0.81": here the number it is taken from is the release's
+    release_name = f"release {release.get('index')}" if release else "the release"
+    return replace(result, reason=f"against {which}: {result.reason}",
+                   bound_text=re.sub(r"\bbase\b", release_name, result.bound_text))
 
 
 def _on_target(rule: Rule, cand: CandidateMeasurements, *, confidence: float, inconclusive: str) -> RuleResult:

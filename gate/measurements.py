@@ -157,7 +157,7 @@ class TargetResult:
 class ReleaseComparison:
     """A candidate against a blessed release (`vs: baseline` / `vs: first_baseline`), paired on the release's
     stored per-sample outputs. status: compared | missing (nothing blessed yet) | different_data (blessed on
-    other samples: undecidable) | damaged (the record or its outputs failed their checks: never trusted)."""
+    other samples: undecidable) | damaged (the record or its outputs failed their checks: never used)."""
     status: str
     release: dict | None = None  # the blessed release: index, name, model_sha256, blessed_at, forced, reason, ...
     reason: str | None = None

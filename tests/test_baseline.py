@@ -189,3 +189,38 @@ def test_policy_refuses_rules_a_baseline_cannot_judge(tmp_path, rule, problem):
     no_baseline = write_policy(tmp_path / "q.yaml", [{"metric": "accuracy", "max_drop": 0.01, "vs": "baseline"}])
     result = run_main("policy", "check", no_baseline)
     assert result.code == 2 and "names no baseline" in result.stderr
+
+
+def test_bless_refuses_an_edited_report_and_two_blessings_at_once_both_land(tmp_path, releases):
+    root = tmp_path / "edited"
+    shutil.copytree(releases, root)
+    report = root / "report-r1" / "report.json"
+    doc = json.loads(report.read_text())
+    doc["candidates"][0]["verdict"] = "pass"  # any edit: the manifest's hash no longer matches
+    doc["candidates"][0]["model"]["path"] = str(root / "r3.onnx")
+    report.write_text(json.dumps(doc))
+    refused = run_main("bless", root / "report-r1", "--candidate", "r1", "--baseline", root / "b2")
+    assert refused.code == 2 and "not as the gate wrote it" in refused.stderr and "report.json" in refused.stderr
+    # concurrent blessings (two release jobs): each appends its own record under the folder's lock
+    import threading
+
+    from gate.baseline import append_blessing, read_blessings
+    from gate.predictions import Predictions
+
+    record = json.loads((releases / "baseline" / "blessings.json").read_text())["blessings"][0]
+    fields = {k: record[k] for k in ("name", "model_sha256", "model_path", "data_sha256", "n_samples", "task",
+                                     "policy_sha256", "gate_version", "blessed_at", "report_sha256", "verdict",
+                                     "forced", "reason", "metrics")}
+    pred = Predictions(kind="logits", pred=np.zeros(N, dtype=np.int64), values=None, true_prob=None, true_rank=None,
+                       probs=None, n_classes=K)
+    threads = [threading.Thread(target=append_blessing, args=(root / "many", fields, pred)) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert [b.index for b in read_blessings(root / "many")] == [1, 2, 3, 4, 5, 6]
+
+
+def test_a_bound_against_the_release_names_the_release(releases):
+    cand, _ = _against(releases, "r2", [{"metric": "accuracy", "max_drop": 0.005, "vs": "baseline"}], "bound")
+    assert "release 1" in cand["rules"][0]["bound_text"] and "base" not in cand["rules"][0]["bound_text"]

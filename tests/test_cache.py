@@ -4,6 +4,7 @@ same report, and never trusts an entry that does not check out."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -63,22 +64,36 @@ def test_a_warm_run_reads_the_base_and_gives_the_same_report(tmp_path, lab):
 
 
 def test_the_base_is_not_run_when_the_entry_matches(tmp_path, lab):
-    """Outputs rewritten with a matching sha256 (as a valid entry would be) are what the warm run judges: the
-    base model was not run. Here the rewritten base is right on every sample."""
+    """Outputs rewritten with a matching sha256 (as a valid entry would be) are what the warm run judges, past
+    the first batch, which is checked against the model: the base was not run on the rest. Here the rewritten
+    base is right on every sample after the first batch of 64."""
+    from gate.files import sha256_of
+
     cache = tmp_path / "cache"
     _check(lab, "cold2", cache)
     record_path, outputs = _entry(cache)
     y = np.load(lab / "data.npz")["label"]
-    np.savez(outputs, raw=logits_for(y, 3, seed=9))
+    raw = np.load(outputs)["raw"].copy()
+    first_right = int((raw[:64].argmax(axis=1) == y[:64]).sum())
+    raw[64:] = logits_for(y, 3, seed=9)[64:]
+    np.savez(outputs, raw=raw)
     record = json.loads(record_path.read_text())
-    from gate.files import sha256_of
     record["outputs_sha256"] = sha256_of(outputs)
     record_path.write_text(json.dumps(record))
-    warm = _check(lab, "warm2", cache, code=1)  # against a perfect base the candidate now fails
-    assert warm["base"]["metrics"]["accuracy"] == 1.0 and warm["provenance"]["cache"]["status"] == "hit"
+    warm = _check(lab, "warm2", cache, code=1)  # against a near-perfect base the candidate now fails
+    assert warm["provenance"]["cache"]["status"] == "hit"
+    assert warm["base"]["metrics"]["accuracy"] == pytest.approx((first_right + 500 - 64) / 500)
+    raw[:64] = logits_for(y, 3, seed=9)[:64]  # now the first batch disagrees with the model too: not used
+    np.savez(outputs, raw=raw)
+    record["outputs_sha256"] = sha256_of(outputs)
+    record_path.write_text(json.dumps(record))
+    again = _check(lab, "warm3", cache)
+    assert again["provenance"]["cache"]["status"] == "refreshed"
+    assert "differ from the base's own on its first 64 samples" in again["provenance"]["cache"]["note"]
 
 
-@pytest.mark.parametrize("damage", ["flipped byte", "truncated", "other key", "not json", "outputs missing"])
+@pytest.mark.parametrize("damage", ["flipped byte", "truncated", "other key", "not json", "outputs missing",
+                                    "a fifo", "a 0-d array"])
 def test_a_damaged_entry_is_recomputed_with_a_note_never_trusted(tmp_path, lab, damage):
     cache = tmp_path / "cache"
     cold = _check(lab, f"c-{damage}", cache)
@@ -95,6 +110,16 @@ def test_a_damaged_entry_is_recomputed_with_a_note_never_trusted(tmp_path, lab, 
         record.write_text(json.dumps(doc))
     elif damage == "not json":
         record.write_text("{not json")
+    elif damage == "a fifo":  # reading it would wait forever
+        outputs.unlink()
+        os.mkfifo(outputs)
+    elif damage == "a 0-d array":  # consistent with its record's sha256, but not one row per sample
+        from gate.files import sha256_of
+
+        np.savez(outputs, raw=np.float32(1.0))
+        doc = json.loads(record.read_text())
+        doc["outputs_sha256"] = sha256_of(outputs)
+        record.write_text(json.dumps(doc))
     else:
         outputs.unlink()
     again = _check(lab, f"a-{damage}", cache)

@@ -61,7 +61,8 @@ def assert_input_error(result, *needles):
 
 @pytest.mark.parametrize("args", [
     ["--help"], ["check", "--help"], ["measure", "--help"], ["judge", "--help"], ["demo", "--help"],
-    ["policy", "--help"], ["policy", "check", "--help"], ["policy", "schema", "--help"],
+    ["policy", "--help"], ["policy", "check", "--help"], ["policy", "schema", "--help"], ["bless", "--help"],
+    ["verify", "--help"], ["history", "--help"],
 ])
 def test_help_exits_zero(args):
     result = run_main(*args)
@@ -559,3 +560,14 @@ def test_judge_refuses_files_that_are_not_results(models, tag, content, needle):
         path.write_text(content, encoding="utf-8")
     result = run_main("judge", path, "--policy", "default", "--out", models / "out-bogus")
     assert_input_error(result, path.name, needle)
+
+
+def test_a_rule_name_with_line_breaks_stays_on_one_console_line(models, tmp_path):
+    """A label is text from the policy: in a CI log a line of its own starting with :: would be a command."""
+    policy = write_policy(tmp_path / "p.yaml", [{"metric": "accuracy", "max_drop": 0.001,
+                                                 "name": "drop\n::error file=x::fake\r\nend"}],
+                          base=str(models / "base.onnx"), candidates={"worse": str(models / "worse.onnx")},
+                          data=str(models / "data.npz"))
+    result = run_main("check", "--policy", policy, "--out", tmp_path / "out", "--no-progress")
+    assert result.code == 1
+    assert not any(line.lstrip().startswith("::") for line in result.stdout.splitlines()), result.stdout

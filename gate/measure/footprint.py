@@ -250,19 +250,34 @@ def _macs(model) -> tuple[int | None, dict[str, int], int]:
 
 def _topological(graph) -> list:
     """Nodes in dependency order: some converters (fp16) append their Cast nodes at the end,
-    and shape inference reads the graph in order."""
+    and shape inference reads the graph in order. Kahn's algorithm, linear in the graph's size (a deep
+    chain of thousands of nodes is one pass); file order among the ready nodes."""
+    import heapq
+
     available = {i.name for i in graph.input} | {t.name for t in graph.initializer} | {""}
-    pending, ordered = list(graph.node), []
-    while pending:
-        ready = [n for n in pending if all(i in available for i in n.input)]
-        if not ready:  # a cycle or an input from an outer scope: keep the file's order for the rest
-            return ordered + pending
-        for n in ready:
-            ordered.append(n)
-            available.update(n.output)
-        done = {id(n) for n in ready}
-        pending = [n for n in pending if id(n) not in done]
-    return ordered
+    nodes = list(graph.node)
+    waiting = [0] * len(nodes)  # inputs not yet produced
+    consumers: dict[str, list[int]] = {}
+    for i, node in enumerate(nodes):
+        missing = {name for name in node.input if name not in available}
+        waiting[i] = len(missing)
+        for name in missing:
+            consumers.setdefault(name, []).append(i)
+    ready = [i for i, w in enumerate(waiting) if w == 0]
+    heapq.heapify(ready)
+    ordered = []
+    while ready:
+        i = heapq.heappop(ready)
+        ordered.append(i)
+        for name in nodes[i].output:
+            for j in consumers.pop(name, ()):
+                waiting[j] -= 1
+                if waiting[j] == 0:
+                    heapq.heappush(ready, j)
+    if len(ordered) < len(nodes):  # a cycle or an input from an outer scope: keep the file's order for the rest
+        placed = set(ordered)
+        ordered += [i for i in range(len(nodes)) if i not in placed]
+    return [nodes[i] for i in ordered]
 
 
 def _shape(shapes, node, i):

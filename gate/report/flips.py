@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 
 from gate.measurements import Measurements
 
@@ -53,6 +54,9 @@ def flips_csv(m: Measurements) -> str | None:
             writer.writerow([cell(c.name), *(cell(row.get(k)) for k in _ROW_KEYS),
                              *(cell(row.get("groups", {}).get(g)) for g in groups)])
         if c.flips.get("capped"):
-            writer.writerow([f"# {c.name}: the first {len(rows):,} of {c.flips['count']:,} changed predictions "
-                             f"(negative flips first); the counts are in report.json"])
+            # written as it is, not as a quoted cell: a reader's comment="#" skips it (no commas in the figures,
+            # and no line break from the candidate's name)
+            name = re.sub(r"[\x00-\x1f\x7f]", " ", c.name)
+            buffer.write(f"# {name}: the first {len(rows)} of {c.flips['count']} changed predictions "
+                         f"(negative flips first); the counts are in report.json\r\n")
     return buffer.getvalue()

@@ -109,7 +109,7 @@ def read_blessings(folder: Path) -> list[Blessing]:
     if path.stat().st_size > MAX_RECORD_BYTES:
         raise BaselineProblem(f"{path} is larger than {MAX_RECORD_BYTES // 2**20} MB")
     try:
-        doc = json.loads(path.read_bytes().decode("utf-8"), parse_constant=_no_constant)
+        doc = json.loads(path.read_bytes().decode("utf-8"), parse_constant=_no_constant, parse_float=_finite)
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise BaselineProblem(f"{path} is not valid JSON ({str(exc)[:120]})") from None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT or not isinstance(doc.get("blessings"), list):
@@ -117,6 +117,13 @@ def read_blessings(folder: Path) -> list[Blessing]:
     if not doc["blessings"]:
         raise BaselineProblem(f"{path} holds no blessing (`gate bless` never writes an empty record)")
     return [_record(entry, i) for i, entry in enumerate(doc["blessings"])]
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not np.isfinite(value):  # 1e999 reads as infinity
+        raise ValueError(f"{text[:20]} is not a finite number")
+    return value
 
 
 def _no_constant(name: str):

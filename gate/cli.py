@@ -276,6 +276,10 @@ def cmd_verify(args) -> int:
 def cmd_history(args) -> int:
     from gate.history import blessed_in, build_history, load_reports, write_history
 
+    if (Path(args.out) / "manifest.json").exists():
+        raise GateInputError("is a report folder: history files written there would break its manifest (gate "
+                             "verify would find files the gate did not write)", path=args.out,
+                             fix="write the history to a folder of its own, e.g. --out gate-history")
     out = _writable_dir(args.out)
     blessed = blessed_in(Path(args.baseline)) if args.baseline else frozenset()
     history = build_history(load_reports(args.reports), blessed=blessed, order=args.order)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 
 from gate.errors import GateInputError
@@ -767,6 +768,8 @@ def manifest_problem(doc) -> str | None:
 def load_manifest(report_dir: str | Path) -> dict:
     """REPORT_DIR/manifest.json, checked: ContractError naming the file and the problem."""
     path = Path(report_dir) / "manifest.json"
+    if os.path.islink(path):  # verify follows no link: the manifest vouches for the folder it is in
+        raise ContractError("is a link, not the file the gate wrote", path=path, fix=_MANIFEST_FIX)
     data = _read_bytes(path, MAX_MANIFEST_BYTES, _MANIFEST_FIX)
     try:
         doc = json.loads(data.decode("utf-8"), parse_constant=_refuse_constant)

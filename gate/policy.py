@@ -130,8 +130,9 @@ _PERTURBATION_FIELDS: dict = {
                   "(noise power = the sample's mean square / 10^(snr_db/10))"),
     "rate": Num(exclusive_minimum=0, exclusive_maximum=1, description="dropout: the share of feature values "
                 "replaced by `value`, each drawn independently"),
-    "value": Num(description="dropout: what a dropped (missing) feature reads as, the fill value the device "
-                 "uses (default 0; finite: NaN inputs are refused)"),
+    # within float32's range: the inputs it fills are float32 at most, and an overflow would be inf
+    "value": Num(minimum=-3.4e38, maximum=3.4e38, description="dropout: what a dropped (missing) feature reads "
+                 "as, the fill value the device uses (default 0; finite: NaN inputs are refused)"),
     "bits": Num(minimum=1, maximum=16, integer=True, description="quantize: 2^bits levels spread evenly over each "
                 "feature's observed range"),
     "delta": Num(minimum=-1, maximum=1, description="brightness: shift by this fraction of the input's observed "

@@ -100,6 +100,12 @@ def test_a_damaged_report_is_exit_2_naming_it(releases, tmp_path):
     result = run_main("history", releases["v1"], bad, "--out", tmp_path / "h")
     assert result.code == 2 and f"{bad}: not a report.json" in result.stderr and "status" in result.stderr, result
     assert not (tmp_path / "h" / "history.md").exists()
+    report_dir = tmp_path / "report"
+    report_dir.mkdir()
+    (report_dir / "manifest.json").write_text("{}")  # a report folder: history files would break its manifest
+    into_report = run_main("history", releases["v1"], "--out", report_dir)
+    assert into_report.code == 2 and "is a report folder" in into_report.stderr
+    assert not (report_dir / "history.md").exists()
     empty = tmp_path / "empty"
     empty.mkdir()
     result = run_main("history", empty, "--out", tmp_path / "h")

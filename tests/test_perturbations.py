@@ -278,6 +278,7 @@ def _policy_text(perturbations: str) -> str:
     (_policy_text("  - kind: gaussian_noise\n    snr_db: .nan\n"), 4, "must be a finite number"),
     (_policy_text("  - {kind: dropout, rate: 2}\n"), 3, "must be a number > 0 and < 1"),
     (_policy_text("  - {kind: dropout, rate: 0.1, value: .nan}\n"), 3, "must be a finite number"),
+    (_policy_text("  - {kind: dropout, rate: 0.1, value: 1.0e+308}\n"), 3, "<= 3.4e+38"),
     (_policy_text("  - {kind: quantize, bits: 0}\n"), 3, "must be an integer >= 1 and <= 16"),
     (_policy_text("  - {kind: quantize, bits: 8}\n  - {kind: quantize, bits: 8}\n"), 4, "as perturbations[0] is"),
     (_policy_text("  - {kind: quantize, bits: 8, name: a}\n  - {kind: dropout, rate: 0.1, name: a}\n"), 4,

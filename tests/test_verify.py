@@ -153,6 +153,16 @@ def test_a_report_file_replaced_by_a_link_is_not_followed(release, tmp_path):
     assert result.code == 1 and "CHANGED   report.html: is not a plain file" in result.stdout, result
 
 
+def test_a_manifest_replaced_by_a_link_is_not_followed(release, tmp_path):
+    folder = _copy(release, tmp_path)
+    outside = tmp_path / "manifest.json"
+    shutil.copy(folder / "manifest.json", outside)
+    (folder / "manifest.json").unlink()
+    (folder / "manifest.json").symlink_to(outside)
+    result = run_main("verify", folder, release.root / "good.onnx")
+    assert result.code == 2 and "is a link" in result.stderr, result
+
+
 def test_help_says_what_each_exit_code_means():
     result = run_main("verify", "--help")
     assert result.code == 0 and result.stdout.startswith("usage: gate verify"), result

@@ -226,16 +226,21 @@ def history_svg(points: list[dict], *, metric: str, labels: list[str], higher_is
         for name in sorted({p["name"] for p in points}):
             series = sorted((p for p in points if p["name"] == name), key=lambda p: p["x"])
             ax.plot([p["x"] for p in series], [p["value"] for p in series], color=GREY, linewidth=1, zorder=1)
-        for p in points:
-            fail = p["verdict"] != "pass"
-            colour, marker = (VERMILLION, "s") if fail else (BLUE, "o")
-            low = p["low"] if p.get("low") is not None else p["value"]
-            high = p["high"] if p.get("high") is not None else p["value"]
-            ax.plot([p["x"], p["x"]], [low, high], color=colour, linewidth=2, zorder=2)
-            ax.plot([p["x"]], [p["value"]], marker=marker, color=colour, markersize=5, zorder=3)
-            if p.get("blessed"):
-                ax.plot([p["x"]], [p["value"]], marker="o", markersize=11, markerfacecolor="none",
-                        markeredgecolor="black", markeredgewidth=1.2, zorder=4)
+        # one collection per kind of mark, not artists per point: hundreds of releases stay a fraction of a second
+        for fail, (colour, marker) in ((False, (BLUE, "o")), (True, (VERMILLION, "s"))):
+            chosen = [p for p in points if (p["verdict"] != "pass") == fail]
+            if not chosen:
+                continue
+            ax.vlines([p["x"] for p in chosen],
+                      [p["low"] if p.get("low") is not None else p["value"] for p in chosen],
+                      [p["high"] if p.get("high") is not None else p["value"] for p in chosen],
+                      colors=colour, linewidth=2, zorder=2)
+            ax.scatter([p["x"] for p in chosen], [p["value"] for p in chosen], color=colour, marker=marker, s=25,
+                       zorder=3)
+        blessed = [p for p in points if p.get("blessed")]
+        if blessed:
+            ax.scatter([p["x"] for p in blessed], [p["value"] for p in blessed], s=121, facecolors="none",
+                       edgecolors="black", linewidths=1.2, zorder=4)
         if reference is not None:
             ax.axhline(reference, color=GREY, linewidth=1, linestyle="--")
         ax.set_xticks(range(1, len(labels) + 1))

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from gate.errors import GateInputError
+from gate.pages import drop
 
 CHUNK_ELEMENTS = 1 << 20  # values per pass: a 4 MB mask at most, whatever the column's size
 
@@ -48,7 +49,9 @@ def _row_chunks(array: np.ndarray):
     per_row = int(np.prod(array.shape[1:], dtype=np.int64)) if array.ndim > 1 else 1
     rows = max(1, CHUNK_ELEMENTS // max(1, per_row))
     for lo in range(0, len(array), rows):
-        yield lo, array[lo:lo + rows]
+        chunk = array[lo:lo + rows]
+        yield lo, chunk
+        drop(chunk)  # checked: a memory-mapped column's pages go back, it is never held whole
 
 
 def nonfinite(array: np.ndarray) -> tuple[int, tuple, object] | None:

@@ -25,6 +25,7 @@ from gate.measure.thumbnails import image_input, png_base64
 from gate.measure.registry import FAIRNESS, MEMORY, SPEED, default_metrics, get_metric
 from gate.measurements import CandidateMeasurements, Measurements, MetricResult, ModelInfo, TargetResult
 from gate.models import open_runner
+from gate.pages import drop_rows
 from gate.policy import ModelRef, Policy, Rule, require_runnable
 from gate.predictions import (AgreementCollector, Collector, check_comparable, check_same_classes, label_indices,
                               resolve_classes)
@@ -177,7 +178,7 @@ def measure(policy: Policy, *, show_progress: bool | None = None, target: str | 
     done, decided = None, None
     for k, part in enumerate(_parts(looks, n)):
         done = _one_pass(served, runners, lambda runner: collector(str(runner.path)), y, n, batch, progress,
-                         samples=part, done=done)
+                         samples=part, done=done, release=lambda a, b: drop_rows(dataset.columns.values(), a, b))
         if done.base_error is not None or done.base.nonfinite:
             break
         if looks is not None and part[1] < n and settled is not None and \
@@ -687,7 +688,7 @@ class _Pass:
 
 
 def _one_pass(base_runner, runners: dict, collector, y, n: int, batch: int, progress: Progress, *,
-              samples: tuple[int, int] | None = None, done: _Pass | None = None) -> _Pass:
+              samples: tuple[int, int] | None = None, done: _Pass | None = None, release=None) -> _Pass:
     """Base and every candidate batch by batch, each batch run by every model before the next (one pass over
     the data in memory). The base failing or giving NaN stops the pass; a failing candidate is left out of
     the rest of it. What either means is the caller's to say (the clean pass refuses the inputs, a perturbed
@@ -718,6 +719,8 @@ def _one_pass(base_runner, runners: dict, collector, y, n: int, batch: int, prog
                 done.agreements[name].add(base_raw, raw, base_logp, logp, start, stop)
             except Exception as exc:
                 done.failed[name] = (exc, start, stop)
+        if release is not None:  # every model has run this batch: its data pages can go
+            release(start, stop)
         progress.advance(stop - start)
     return done
 

@@ -1,0 +1,63 @@
+"""Peak memory of `gate check` on 100,000 and 1,000,000 samples, against the bare pass (issue 12, flat memory).
+
+The issue: "peak memory of gate check on 1M samples at most 1.3x that on 100k, and at most the bare pass's
+peak plus 200 MB". Both data sets have the MLP 784-512-512-10 and its int8 twin of test_quality_speed.py; the
+1M set is 3.1 GB on disk (uncompressed npz, memory-mapped by the gate). Each process is run under GNU time,
+whose %M is the peak resident set of the process it runs (a fork of a small process, so no parent's pages
+are counted). No limit is asserted: the figures go to the summary.
+
+    GATE_BENCH_BIG=1000000 python -m pytest benchmarks/test_memory_scale.py --benchmark-only -s
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import SUMMARY, build_assets
+from test_quality_speed import BARE, GATE_BATCH, _env, _gate_executable
+
+BIG = int(os.environ.get("GATE_BENCH_BIG", "1000000"))
+TIME = shutil.which("time") or "/usr/bin/time"
+
+
+def _peak_mb(cmd: list[str], env: dict, cwd: Path) -> float:
+    proc = subprocess.run([TIME, "-f", "%M", *cmd], env=env, cwd=cwd, capture_output=True, text=True)
+    assert proc.returncode in (0, 1), proc.stderr[-2000:]
+    return int(proc.stderr.strip().splitlines()[-1]) / 1024
+
+
+@pytest.fixture(scope="module")
+def big_assets(tmp_path_factory):
+    return build_assets(tmp_path_factory.mktemp("gate-bench-big"), BIG)
+
+
+def test_peak_memory_of_gate_check_at_100k_and_1m_samples(benchmark, mlp_assets, big_assets, tmp_path):
+    if not os.path.exists(TIME):
+        pytest.fail("GNU time is missing (apt-get install time)")
+    env = _env(tmp_path)
+    peaks = {}
+
+    def measure():
+        for label, a in (("100k", mlp_assets), ("1M", big_assets)):
+            bare = [sys.executable, str(BARE), str(a.data), str(a.base), str(a.int8), "--mode", "batched",
+                    "--batch-size", str(GATE_BATCH), "--input", "input", "--key", "pixels"]
+            gate = [*_gate_executable(), "check", "--policy", str(a.policy), "--out", str(tmp_path / label),
+                    "--no-progress"]
+            peaks[f"bare {label}"] = _peak_mb(bare, env, a.root)
+            peaks[f"gate {label}"] = _peak_mb(gate, env, a.root)
+
+    benchmark.pedantic(measure, rounds=1, iterations=1)
+    ratio = peaks["gate 1M"] / peaks["gate 100k"]
+    over_bare = peaks["gate 1M"] - peaks["bare 1M"]
+    benchmark.extra_info.update({**peaks, "ratio_1m_100k": ratio, "gate_minus_bare_1m_mb": over_bare})
+    line = (f"peak memory (MB): gate {peaks['gate 100k']:.0f} at 100k, {peaks['gate 1M']:.0f} at {BIG:,} "
+            f"({ratio:.2f}x; target <= 1.3x); bare pass {peaks['bare 100k']:.0f} and {peaks['bare 1M']:.0f} "
+            f"(gate - bare at {BIG:,}: {over_bare:+.0f} MB; target <= +200 MB)")
+    SUMMARY.append(line)
+    print("\n" + line)

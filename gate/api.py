@@ -155,8 +155,9 @@ def summary_lines(verdict: Verdict, out_dir: Path | None, measurements=None) -> 
                 lines.append(_one_line(f"        {r.status}: {r.rule}: {r.reason}"))
     lines.append(f"verdict: {verdict.verdict.upper()}")
     if out_dir is not None:
+        more = [name for name in ("flips.csv", "manifest.json", "attestation.intoto.json") if (out_dir / name).exists()]
         lines.append(f"reports: {out_dir / 'report.md'}, {out_dir / 'report.html'}, {out_dir / 'report.json'}, "
-                     f"{out_dir / 'junit.xml'}")
+                     f"{out_dir / 'junit.xml'}" + (f" (and {', '.join(more)})" if more else ""))
     return lines
 
 

@@ -244,6 +244,10 @@ class ImageColumn(LazyColumn):
                     if w * h > limit:
                         raise self._refuse(i, f"which declares {w}x{h} = {w * h:,} pixels, over the limit of "
                                            f"{limit:,} (data.images.max_pixels)", bomb_fix)
+                    if raw.mode in WIDE_MODES:  # convert() clips 16-bit and float pixels to 0 or 255, silently
+                        raise self._refuse(i, f"which has {raw.mode} pixels (16-bit or float), which the gate would "
+                                           "have to clip to 8 bits", "convert the images to 8-bit (RGB or L) "
+                                           "with the scaling the model was trained with")
                     raw.load()
                     return raw.convert(mode) if raw.mode != mode else raw.copy()
         except GateInputError:
@@ -272,6 +276,12 @@ class ImageColumn(LazyColumn):
                 target = (spec.resize, max(1, int(spec.resize * h / w)))
             else:
                 target = (max(1, int(spec.resize * w / h)), spec.resize)
+            if target[0] * target[1] > spec.max_pixels:  # a thin image resized by its short side grows huge
+                picture.close()
+                raise self._refuse(i, f"which is {w}x{h} pixels: resized to {spec.resize} on its shorter side it "
+                                   f"would be {target[0]}x{target[1]} = {target[0] * target[1]:,} pixels, over the "
+                                   f"limit of {spec.max_pixels:,} (data.images.max_pixels)",
+                                   "drop the image, or resize without keeping the aspect (no resize:, only size:)")
             if target != picture.size:
                 picture = _replace(picture, picture.resize(target, resample))
         if spec.crop == "center":
@@ -286,6 +296,9 @@ class ImageColumn(LazyColumn):
         if picture.size != (width, height):
             return _replace(picture, picture.resize((width, height), resample))
         return picture
+
+
+WIDE_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")  # Pillow modes wider than 8 bits per channel
 
 
 def _replace(old, new):

@@ -225,7 +225,8 @@ def measure(policy: Policy, *, show_progress: bool | None = None, target: str | 
 
     base_pred = base_col.result()
     if keep is not None:  # the per-sample outputs a shard hands to `gate judge` (gate/shards.py)
-        keep.update(_kept_outputs(base_pred, cols, agreements, runners, y, dataset))
+        keep.update(_kept_outputs(base_pred, cols, agreements, runners, y, dataset,
+                                  [ref.name for ref in policy.candidates]))
     context = _Context(policy=policy, names=names, judged=judged, each=each, gaps=gaps, fairness=fairness,
                        groupings=groupings, y=y, classes=classes, level=level, releases=_releases(policy),
                        data_sha256=dataset.sha256, base_info=base_info, base_pred=base_pred,
@@ -532,7 +533,7 @@ def _shard_of(dataset: Dataset, shard: tuple[int, int], policy: Policy) -> Datas
     if policy.sequential is not None or policy.perturbations:
         raise GateInputError("asks for sequential looks or perturbations, which shards do not support yet",
                              path=policy.source, fix="measure without --shard, or drop sequential: / perturbations:")
-    first, stop = shard_range(shard, dataset.n, where=str(dataset.path))
+    first, stop = shard_range(shard, dataset.n, where=str(dataset.path), batch=policy.quality_batch[0])
     ids = np.arange(first, stop)
     small = _label_and_group_keys(dataset)
 
@@ -545,11 +546,12 @@ def _shard_of(dataset: Dataset, shard: tuple[int, int], policy: Policy) -> Datas
                    sample_ids=ids, row_lines=dataset.row_lines[first:stop] if dataset.row_lines is not None else None)
 
 
-def _kept_outputs(base_pred, cols: dict, agreements: dict, runners: dict, y, dataset: Dataset) -> dict:
+def _kept_outputs(base_pred, cols: dict, agreements: dict, runners: dict, y, dataset: Dataset,
+                  names: list[str]) -> dict:
     from gate.shards import outputs_arrays
 
     return outputs_arrays(base_pred, {name: (cols[name].result(), agreements[name].result(), cols[name].nonfinite)
-                                      for name in runners}, y=y, labels=dataset.labels,
+                                      for name in runners}, names=names, y=y, labels=dataset.labels,
                           groups=_group_columns(dataset), lines=dataset.row_lines)
 
 

@@ -37,6 +37,7 @@ BOUNDS = ABSOLUTE_BOUNDS + DROP_BOUNDS + INCREASE_BOUNDS
 DEFAULT_MIN_SAMPLES = 30  # subgroups smaller than this are too small to judge
 DEFAULT_QUALITY_BATCH = 1024  # samples per inference call for quality, unless the policy says otherwise
 MAX_BATCH = 1_000_000
+MAX_INPUT_PIXELS = 4096 * 4096  # data.images.size: one sample's pixels (float32 per channel, a batch at a time)
 DEFAULT_LAYER_SAMPLES = 256  # samples the tensor-by-tensor comparison runs on (diagnostics.layer_samples)
 MAX_LAYER_SAMPLES = 100_000
 
@@ -838,6 +839,11 @@ def _data_shape_problems(raw: dict) -> list[Problem]:
     size = images.get("size")
     if isinstance(size, list) and len(size) != 2:
         problems.append(Problem(path + ("size",), f"must be [height, width], two numbers. Got {show(size)}."))
+    elif isinstance(size, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in size) and \
+            size[0] * size[1] > MAX_INPUT_PIXELS:
+        # every sample becomes this many pixels times the channels, in float32, per batch
+        problems.append(Problem(path + ("size",), f"asks for {size[0] * size[1]:,} pixels per sample; the gate feeds "
+                                f"at most {MAX_INPUT_PIXELS:,} (4096 x 4096) to a model."))
     channels = 1 if images.get("channels") == "L" else 3
     for key in ("mean", "std"):
         values = images.get(key)

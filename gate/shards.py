@@ -36,12 +36,16 @@ def parse_shard(text: str) -> tuple[int, int]:
     return int(match.group(1)), int(match.group(2))
 
 
-def shard_range(shard: tuple[int, int], n: int, *, where: str) -> tuple[int, int]:
+def shard_range(shard: tuple[int, int], n: int, *, where: str, batch: int = 1) -> tuple[int, int]:
+    """Samples [first, stop) of shard I of N: whole batches of the quality batch size, so every model sees
+    the very batches of an unsharded run (some graphs give other outputs in other batches)."""
     index, count = shard
-    first, stop = (index - 1) * n // count, index * n // count
+    batches = -(-n // batch)
+    first, stop = (index - 1) * batches // count * batch, min(index * batches // count * batch, n)
     if stop <= first:
-        raise GateInputError(f"has {n:,} samples: too few for {count} shards (shard {index} would be empty)",
-                             path=where, fix=f"use at most {n} shards")
+        raise GateInputError(f"has {n:,} samples ({batches:,} batches of {batch:,}): too few for {count} shards "
+                             f"(shard {index} would be empty)", path=where,
+                             fix=f"use at most {batches} shards, or a smaller batch_size")
     return first, stop
 
 
@@ -49,10 +53,12 @@ def outputs_path(results: Path) -> Path:
     return results.with_name(results.name.removesuffix(".json") + ".outputs.npz")
 
 
-def outputs_arrays(base: Predictions, cands: dict, *, y, labels, groups: dict, lines) -> dict:
-    """The per-sample arrays of one shard, by name: base.*, c<i>.* (candidates in order), y, labels, g<i>, lines."""
+def outputs_arrays(base: Predictions, cands: dict, *, names: list[str], y, labels, groups: dict, lines) -> dict:
+    """The per-sample arrays of one shard, by name: base.*, c<i>.* (i: the candidate's place in the policy, the
+    same in every shard, whichever candidates failed where), y, labels, g<i>, lines."""
     out = {f"base.{v}": getattr(base, v) for v in VECTORS if getattr(base, v) is not None}
-    for i, (pred, agreement, _) in enumerate(cands.values()):
+    for name, (pred, agreement, _) in cands.items():
+        i = names.index(name)
         out.update({f"c{i}.{v}": getattr(pred, v) for v in VECTORS if getattr(pred, v) is not None})
         out.update({f"c{i}.{a}": getattr(agreement, a) for a in AGREEMENT if getattr(agreement, a) is not None})
     if y is not None:
@@ -63,7 +69,7 @@ def outputs_arrays(base: Predictions, cands: dict, *, y, labels, groups: dict, l
         out[f"g{i}"] = _plain(column)
     if lines is not None:
         out["lines"] = lines
-    return {"arrays": out, "candidates": list(cands), "groups": list(groups)}
+    return {"arrays": out, "candidates": list(names), "measured": list(cands), "groups": list(groups)}
 
 
 def _plain(column) -> np.ndarray:
@@ -78,7 +84,8 @@ def write_outputs(results: Path, kept: dict) -> dict:
     tmp = path.with_name(f".{path.name}.tmp.npz")
     np.savez(tmp, **kept["arrays"])
     tmp.replace(path)
-    return {"file": path.name, "sha256": sha256_of(path), "candidates": kept["candidates"], "groups": kept["groups"]}
+    return {"file": path.name, "sha256": sha256_of(path), "candidates": kept["candidates"],
+            "measured": kept["measured"], "groups": kept["groups"]}
 
 
 def is_shard(m: Measurements) -> bool:
@@ -147,12 +154,73 @@ def _predictions(arrays: dict, prefix: str, kind: dict) -> Predictions:
 def _joined(chunks: list[dict], key: str):
     present = [c.get(key) for c in chunks]
     if any(p is None for p in present):
-        return None
+        return None  # a candidate that failed in some shard: it is reported with that shard's error
     return np.concatenate(present)
 
 
 def merge_shards(policy, paths: list[Path], parts: list[Measurements]) -> Measurements:
-    """Shards of one run -> the Measurements of the whole data, measured from the joined per-sample outputs."""
+    """Shards of one run -> the Measurements of the whole data, measured from the joined per-sample outputs.
+    Shard files are inputs like any other: whatever does not fit is exit 2 naming the shards, never a trace."""
+    try:
+        _check_fields(paths, parts)
+        return _merge(policy, paths, parts)
+    except GateInputError:
+        raise
+    except Exception as exc:
+        raise GateInputError(f"cannot be joined with the other shards ({type(exc).__name__}: {str(exc)[:200]})",
+                             path=paths[0], fix="measure every shard again, with one version of the gate and "
+                                                "one policy, and keep the files as written") from None
+
+
+def _check_fields(paths: list[Path], parts: list[Measurements]) -> None:
+    """The shard records' fields have their types, and the shards describe one run: the same candidates, the
+    same outputs' kinds and classes, the same group columns."""
+    first = parts[0].provenance["shard"]
+    for path, part in zip(paths, parts):
+        shard = part.provenance["shard"]
+        outputs = shard.get("outputs") if isinstance(shard.get("outputs"), dict) else {}
+        ints = [shard.get(k) for k in ("index", "count", "first", "stop", "of")]
+        if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in ints) or \
+                not isinstance(outputs.get("file"), str) or not outputs["file"].strip(". ") or \
+                not all(isinstance(outputs.get(k), list) for k in ("candidates", "measured", "groups")) or \
+                not isinstance(shard.get("candidates"), dict) or not isinstance(shard.get("base"), dict):
+            raise GateInputError("is not a shard's results as the gate writes them", path=path,
+                                 fix="measure the shard again (gate measure --shard I/N)")
+        for key in ("classes", "base"):
+            if shard.get(key) != first.get(key):
+                raise GateInputError(f"records other {key} than the first shard", path=path,
+                                     fix="judge together only the shards of one run")
+        if (outputs["candidates"], outputs["groups"]) != (first["outputs"]["candidates"], first["outputs"]["groups"]):
+            raise GateInputError("lists other candidates or group columns than the first shard", path=path,
+                                 fix="judge together only the shards of one run")
+        for name, kinds in shard["candidates"].items():
+            other = first["candidates"].get(name)
+            if other is not None and (other.get("kind"), other.get("n_classes")) != \
+                    (kinds.get("kind"), kinds.get("n_classes")):
+                raise GateInputError(f"records other outputs for {name!r} than the first shard", path=path,
+                                     fix="judge together only the shards of one run")
+
+
+def _check_arrays(path: Path, arrays: dict, part: Measurements) -> None:
+    """One shard's outputs: one number (or one row of class scores) per sample, of the kind each vector is."""
+    shard = part.provenance["shard"]
+    n = shard["stop"] - shard["first"]
+    for key, array in arrays.items():
+        vector = key.rsplit(".", 1)[-1]
+        kinds = {"pred": "iu", "true_rank": "iu", "lines": "iu"}.get(vector, "fiu" if key == "y" or
+                                                                      vector in ("values",) else None)
+        width_ok = array.ndim == 1 or (array.ndim == 2 and vector in ("probs", "values"))
+        if array.ndim == 0 or len(array) != n or not width_ok or \
+                (kinds is not None and array.dtype.kind not in kinds) or \
+                (vector in ("true_prob", "top_prob", "sum_sq_prob", "probs", "kl", "cosine", "max_abs") and
+                 array.dtype.kind != "f") or (vector == "probs" and array.shape[1] != (shard["base"].get("n_classes")
+                                                                                        or array.shape[1])):
+            raise GateInputError(f"holds {key} of shape {array.shape} and type {array.dtype}, not one "
+                                 f"{'row' if array.ndim > 1 else 'value'} of its kind for each of its {n:,} samples",
+                                 path=path, fix="measure the shard again")
+
+
+def _merge(policy, paths: list[Path], parts: list[Measurements]) -> Measurements:
     from gate import pipeline
     from gate.measure import groups
 
@@ -161,9 +229,11 @@ def merge_shards(policy, paths: list[Path], parts: list[Measurements]) -> Measur
     first = parts[0]
     shard = first.provenance["shard"]
     chunks = [_load(path, part) for path, part in zip(paths, parts)]
+    for path, part, arrays in zip(paths, parts, chunks):
+        _check_arrays(outputs_path(path), arrays, part)
     names = shard["outputs"]["candidates"]
     n = shard["of"]
-    joined = {key: _joined(chunks, key) for key in chunks[0]}
+    joined = {key: _joined(chunks, key) for key in dict.fromkeys(k for c in chunks for k in c)}
     if any(len(v) != n for v in joined.values() if v is not None):
         raise GateInputError("hold outputs of another length than the samples they cover", path=paths[0],
                              fix="measure the shards again")

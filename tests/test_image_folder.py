@@ -206,7 +206,7 @@ def _hostile(root: Path, folder: Path, case: str) -> tuple[Path, str, int]:
         (images / name).write_bytes((folder / "images" / name).read_bytes())
     bad = {"traversal": "../outside.png", "absolute": str(root / "outside.png"), "link": "link.png",
            "truncated": "cut.jpg", "text": "text.png", "postscript": "ps.png", "missing": "gone.png",
-           "bomb": "big.png"}[case]
+           "bomb": "big.png", "thin": "thin.png", "16-bit": "deep.png"}[case]
     (root / "outside.png").write_bytes((folder / "images" / good[0]).read_bytes())
     if case == "link":
         os.symlink(root / "outside.png", images / bad)
@@ -217,6 +217,10 @@ def _hostile(root: Path, folder: Path, case: str) -> tuple[Path, str, int]:
         (images / bad).write_text("label,file\nnot,an image\n", encoding="utf-8")
     elif case == "bomb":  # 4096 pixels declared, over the policy's max_pixels of 1000 (the others have 256)
         Image.new("RGB", (64, 64)).save(images / bad)
+    elif case == "thin":  # 2x400 = 800 pixels, under the limit; resized by its short side it would be 16x3200
+        Image.new("RGB", (2, 400)).save(images / bad)
+    elif case == "16-bit":  # converting to 8 bits would clip every value to 0 or 255
+        Image.fromarray(np.full((16, 16), 40000, dtype=np.uint16)).save(images / bad)
     elif case == "postscript":  # Pillow's EPS plugin would run Ghostscript on it: never tried
         (images / bad).write_bytes(b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 16 16\nshowpage\n")
     rows = [(good[0], 1, "north"), (good[1], 2, "south"), (bad, 0, "north"), (good[2], 5, "south")]
@@ -233,10 +237,13 @@ def _hostile(root: Path, folder: Path, case: str) -> tuple[Path, str, int]:
     ("text", "is not an image of a supported format"),
     ("postscript", "is not an image of a supported format"),
     ("bomb", "declares 64x64 = 4,096 pixels, over the limit of 1,000 (data.images.max_pixels)"),
+    ("thin", "would be 16x3200 = 51,200 pixels, over the limit of 1,000"),
+    ("16-bit", "which the gate would have to clip to 8 bits"),
 ])
 def test_a_hostile_image_entry_is_exit_2_naming_the_image_and_its_csv_line(folder, tmp_path, case, words):
     images, bad, line = _hostile(tmp_path, folder, case)
-    preprocess = {**PREPROCESS, **({"max_pixels": 1000} if case == "bomb" else {})}
+    preprocess = {**PREPROCESS, **({"max_pixels": 1000} if case in ("bomb", "thin") else {}),
+                  **({"resize": 16} if case == "thin" else {})}
     policy = write_policy(tmp_path / "policy.yaml", RULES[:1], base=str(folder / "base.onnx"),
                           candidates={"coarse": str(folder / "coarse.onnx")},
                           data={"path": case, "images": preprocess})
@@ -258,6 +265,7 @@ def test_a_hostile_image_entry_is_exit_2_naming_the_image_and_its_csv_line(folde
     ({"size": [8, 8], "scale": 0.0039}, "scale", "must be a number >= 1"),
     ({"size": [8, 8], "max_pixels": 10**9}, "max_pixels", "must be an integer >= 1 and <="),
     ({"resize": 8}, "images", "missing the required key 'size'"),
+    ({"size": [16384, 16384]}, "size", "the gate feeds at most 16,777,216"),
 ])
 def test_a_wrong_images_block_is_refused_with_its_policy_line(tmp_path, images, key, words):
     policy = write_policy(tmp_path / "p.yaml", RULES[:1], base="b.onnx", candidates={"c": "c.onnx"},

@@ -48,7 +48,8 @@ def test_joined_shards_give_the_unsharded_report(lab):
     assert joined["n_samples"] == 1000 and [s["index"] for s in joined["provenance"]["shards"]] == [1, 2, 3]
     assert (lab / "joined" / "flips.csv").read_text() == (lab / "whole" / "flips.csv").read_text()
     shard = json.loads((lab / "s2.json").read_text())["gate_results"]["provenance"]["shard"]
-    assert (shard["first"], shard["stop"], shard["of"]) == (333, 666, 1000)
+    # whole batches of the policy's 64: 16 batches, 5 + 5 + 6 (the last one short)
+    assert (shard["first"], shard["stop"], shard["of"]) == (320, 640, 1000)
 
 
 def test_shards_that_do_not_fit_together_are_refused(lab, tmp_path):
@@ -74,6 +75,7 @@ def test_shards_that_do_not_fit_together_are_refused(lab, tmp_path):
 
     with pytest.raises(GateInputError, match="too few for 1000 shards"):
         shard_range((3, 1000), 10, where="data.npz")  # shard 3 of 1000 over 10 samples would be empty
+    assert shard_range((2, 3), 1000, where="d", batch=64) == (320, 640)
 
 
 def test_shards_of_other_data_are_not_joined(lab, tmp_path):
@@ -85,3 +87,25 @@ def test_shards_of_other_data_are_not_joined(lab, tmp_path):
     assert run_main("measure", "--policy", root / "p.yaml", "--out", root / "s2.json", "--shard", "2/3").code == 0
     result = _judge(root, "s1.json", "s2.json", "s3.json")
     assert result.code == 2 and "another base, data, candidate or policy" in result.stderr
+
+
+def test_a_candidate_that_fails_in_one_shard_leaves_the_others_their_own_outputs(lab, tmp_path):
+    """`short` knows only the first 320 samples: it runs in shard 1 and fails in shards 2 and 3. Every other
+    candidate keeps its own outputs (they were once numbered by the candidates still running)."""
+    root = tmp_path / "lab"
+    shutil.copytree(lab, root)
+    s = make_scenario(1000, 800, 40, 10, k=4, seed=3)
+    lookup_model(root / "short.onnx", logits_for(s.cand, 4, seed=2)[:320])
+    write_policy(root / "p.yaml", RULES, candidates={"short": "short.onnx", "cand": "cand.onnx", "same": "base.onnx"},
+                 data={"path": "data.npz", "labels": "label", "groups": ["region"]}, batch_size=64)
+    whole = run_main("check", "--policy", root / "p.yaml", "--out", root / "whole", "--no-progress")
+    for i in (1, 2, 3):
+        run_main("measure", "--policy", root / "p.yaml", "--out", root / f"s{i}.json", "--shard", f"{i}/3")
+    joined = _judge(root, "s1.json", "s2.json", "s3.json")
+    assert whole.code == joined.code == 1, joined  # a candidate that crashed fails, the others are judged
+    a, b = read_report(root / "whole"), read_report(root / "joined")
+    for name in ("cand", "same"):
+        one = next(c for c in a["candidates"] if c["name"] == name)
+        two = next(c for c in b["candidates"] if c["name"] == name)
+        assert first_difference(one, two) is None, name
+    assert next(c for c in b["candidates"] if c["name"] == "short")["error"]

@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 
 from gate import provenance
-from gate.columns import LazyColumn
 from gate.data import Dataset, load_dataset
 from gate.errors import GateInputError
 from gate.files import sha256_of
@@ -30,6 +29,7 @@ from gate.policy import ModelRef, Policy, Rule, require_runnable
 from gate.predictions import (AgreementCollector, Collector, check_comparable, check_same_classes, label_indices,
                               resolve_classes)
 from gate.progress import Progress
+from gate import views
 
 # reported in every run (the records marked default), in registry order
 DEFAULT_METRICS = {task: default_metrics(task) for task in ("classification", "regression")}
@@ -140,7 +140,7 @@ def measure(policy: Policy, *, show_progress: bool | None = None, target: str | 
         cache = None
     looks = _looks(policy, dataset.n)
     if looks is not None:  # every model reads the samples in the looks' random order, so a look is a prefix
-        dataset = _in_look_order(dataset, looks.order)
+        dataset = views.in_order(dataset, looks.order)
         cache = None  # outputs in another order, and maybe not all of them: not for the cache
     names, judged = metrics_to_measure(policy)
     each, gaps, fairness, per_class = groups.wanted(policy.rules)
@@ -214,9 +214,10 @@ def measure(policy: Policy, *, show_progress: bool | None = None, target: str | 
         sequential = {**looks.plan.to_dict(), "look": k + 1, "samples": m, "of": n, "stopped_early": m < n,
                       "confidence": level}
         if m < n:
-            base_col, cols, agreements = _first(base_col, m), {k_: _first(c, m) for k_, c in cols.items()}, \
-                {k_: _first(a, m) for k_, a in agreements.items()}
-            dataset, n = _first_samples(dataset, m), m
+            base_col = views.First(base_col, m)
+            cols = {name: views.First(c, m) for name, c in cols.items()}
+            agreements = {name: views.First(a, m) for name, a in agreements.items()}
+            dataset, n = views.first_samples(dataset, m), m
             y = y[:m] if y is not None else None
             groupings = groups.groupings_for(dataset.columns, dataset.group_keys, dataset.labels,
                                              per_class=per_class)
@@ -527,23 +528,14 @@ class _Looks:
 
 
 def _shard_of(dataset: Dataset, shard: tuple[int, int], policy: Policy) -> Dataset:
-    """Shard I of N: samples [(I-1)n/N, In/N) of the data, named by their index in the file."""
+    """Shard I of N: whole batches of the samples (gate/shards.py), named by their index in the file."""
     from gate.shards import shard_range
 
     if policy.sequential is not None or policy.perturbations:
         raise GateInputError("asks for sequential looks or perturbations, which shards do not support yet",
                              path=policy.source, fix="measure without --shard, or drop sequential: / perturbations:")
     first, stop = shard_range(shard, dataset.n, where=str(dataset.path), batch=policy.quality_batch[0])
-    ids = np.arange(first, stop)
-    small = _label_and_group_keys(dataset)
-
-    def part(key, column):  # labels and groups are read at once; features a batch at a time
-        if key in small or (isinstance(column, np.ndarray) and not isinstance(column, np.memmap)):
-            return np.asarray(column[first:stop])
-        return _Reordered(column, ids)
-
-    return replace(dataset, columns={k: part(k, c) for k, c in dataset.columns.items()}, _stacked={}, _checked=set(),
-                   sample_ids=ids, row_lines=dataset.row_lines[first:stop] if dataset.row_lines is not None else None)
+    return views.sample_range(dataset, first, stop)
 
 
 def _kept_outputs(base_pred, cols: dict, agreements: dict, runners: dict, y, dataset: Dataset,
@@ -586,66 +578,6 @@ def _parts(looks: _Looks | None, n: int) -> list[tuple[int, int]]:
     return list(zip((0,) + looks.sizes[:-1], looks.sizes))
 
 
-class _Reordered(LazyColumn):
-    """A column read in another order, a batch at a time (a memory-mapped feature column is never gathered
-    whole): row i is the data's row order[i]."""
-
-    def __init__(self, column, order: np.ndarray) -> None:
-        self._column, self._order = column, order
-        self.shape, self.dtype = (len(order),) + tuple(column.shape[1:]), column.dtype
-
-    def _rows(self, start: int, stop: int) -> np.ndarray:
-        rows = self._order[start:stop]
-        # read in file order (memory maps read forward), then put back in this order
-        ahead = np.argsort(rows, kind="stable")
-        out = np.asarray(self._column[rows[ahead]])
-        back = np.empty_like(ahead)
-        back[ahead] = np.arange(len(ahead))
-        return out[back]
-
-
-def _label_and_group_keys(dataset: Dataset) -> set:
-    return {dataset.labels_key, *(k for g in dataset.group_keys for k in (g if isinstance(g, tuple) else (g,)))}
-
-
-def _in_look_order(dataset: Dataset, order: np.ndarray) -> Dataset:
-    """The data with its samples in the looks' order. Labels and group columns are small and reordered at once;
-    a feature column held in memory too, a memory-mapped one is read in that order batch by batch."""
-    keys = _label_and_group_keys(dataset)
-    columns = {}
-    for key, column in dataset.columns.items():
-        in_memory = isinstance(column, np.ndarray) and not isinstance(column, np.memmap)
-        columns[key] = column[order] if key in keys or in_memory else _Reordered(column, order)
-    return replace(dataset, columns=columns, _stacked={}, _checked=set(), sample_ids=order,
-                   row_lines=dataset.row_lines[order] if dataset.row_lines is not None else None)
-
-
-def _first_samples(dataset: Dataset, m: int) -> Dataset:
-    """The data's first m samples (of the looks' order): what a pass stopped at a look has seen."""
-    def first(column):  # a view, or the same lazy reading of fewer rows: nothing is gathered here
-        return _Reordered(column._column, column._order[:m]) if isinstance(column, _Reordered) else column[:m]
-
-    return replace(dataset, columns={k: first(c) for k, c in dataset.columns.items()}, _stacked={}, _checked=set(),
-                   sample_ids=dataset.sample_ids[:m] if dataset.sample_ids is not None else None,
-                   row_lines=dataset.row_lines[:m] if dataset.row_lines is not None else None)
-
-
-class _first:
-    """A collector seen through its first m samples."""
-
-    def __init__(self, collector, m: int) -> None:
-        self._collector, self._m = collector, m
-
-    @property
-    def nonfinite(self):
-        return getattr(self._collector, "nonfinite", None)
-
-    def result(self):
-        whole = self._collector.result()
-        return replace(whole, **{f: getattr(whole, f)[:self._m] for f in whole.__dataclass_fields__
-                                 if isinstance(getattr(whole, f), np.ndarray)})
-
-
 def _at_level(m: MetricResult, level: float, policy: Policy) -> MetricResult:
     """A sample-based measurement made at a sequential look's level: the judge quotes that level."""
     if level == policy.confidence or m.unavailable or m.delta_interval is None and m.candidate_interval is None:
@@ -666,13 +598,13 @@ def _decided_at(policy: Policy, looks: _Looks, k: int, m: int, done: _Pass, y, s
             not looks.plan.resolved_by(k, policy.bootstrap):
         return False
     level = looks.plan.confidence_at(k)
-    base = _first(done.base, m).result()
+    base = views.First(done.base, m).result()
     seen = y[:m] if y is not None else None
     metrics = {}
     for name, col in done.cands.items():
         if name in done.failed or col.nonfinite:
             continue  # its rules are errors whatever the samples say: decided
-        cand, agreement = _first(col, m).result(), _first(done.agreements[name], m).result()
+        cand, agreement = views.First(col, m).result(), views.First(done.agreements[name], m).result()
         metrics[name] = {r.metric: compare(r.metric, base=base, cand=cand, agreement=agreement, y=seen,
                                            task=policy.task, confidence=level, bootstrap=policy.bootstrap,
                                            seed=policy.seed, with_interval=True) for r in rules}

@@ -23,7 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from gate.files import sha256_of
+from gate.files import save_npz, sha256_of
+from gate.measure.registry import VECTORS as PER_SAMPLE
 from gate.measurements import ReleaseComparison
 from gate.predictions import Predictions
 
@@ -31,7 +32,7 @@ FORMAT = 1
 RECORD = "blessings.json"
 MAX_RECORD_BYTES = 16 * 1024 * 1024
 # the per-sample vectors of gate.predictions.Predictions a blessed release keeps (probs only when measured)
-VECTORS = ("pred", "values", "true_prob", "true_rank", "probs", "top_prob", "sum_sq_prob")
+VECTORS = tuple(PER_SAMPLE)
 _SHA = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -185,11 +186,8 @@ def _append(folder: Path, existing: list[Blessing], fields_: dict, pred: Predict
 
     index = len(existing) + 1
     name = f"release-{index:04d}-{fields_['model_sha256'][:12]}.npz"
-    tmp = folder / f".{name}.tmp.npz"
-    np.savez(tmp, **outputs_arrays(pred))
-    tmp.replace(folder / name)
     blessing = Blessing(index=index, kind=pred.kind, n_classes=pred.n_classes, outputs=name,
-                        outputs_sha256=sha256_of(folder / name), **fields_)
+                        outputs_sha256=save_npz(folder / name, outputs_arrays(pred)), **fields_)
     doc = {"format": FORMAT, "blessings": [b.to_dict() for b in existing] + [blessing.to_dict()]}
     atomic_write(folder / RECORD, json.dumps(doc, indent=2, allow_nan=False) + "\n")
     return blessing

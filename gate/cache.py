@@ -18,14 +18,13 @@ import json
 import math
 import os
 import stat
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from gate import __version__
-from gate.files import sha256_of
+from gate.files import save_npz, sha256_of
 
 FORMAT = 2  # 2: the record holds the outputs' shape and dtype, checked before they are read
 MAX_RECORD_BYTES = 1_000_000
@@ -104,17 +103,7 @@ def store(folder: Path, key: dict, raw: np.ndarray, notes: tuple[str, ...]) -> N
     outputs); each atomically."""
     folder.mkdir(parents=True, exist_ok=True)
     record_path, outputs_path = _paths(folder, _digest(key))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".base-", suffix=".npz")
-    os.close(fd)
-    mask = os.umask(0)
-    os.umask(mask)
-    os.chmod(tmp, 0o666 & ~mask)  # mkstemp's 0600 would hide the entry from the next job's user
-    try:
-        np.savez(tmp, raw=raw)
-        os.replace(tmp, outputs_path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    save_npz(outputs_path, {"raw": raw})
     from gate.report import atomic_write
 
     atomic_write(record_path, json.dumps({"key": key, "outputs_sha256": sha256_of(outputs_path),

@@ -632,6 +632,16 @@ def _check_rule(x, path: str) -> None:
         _count(g.get("samples_needed"), _at(gp, "samples_needed"), null=True)
 
 
+def _format_problem(doc, key: str, expected: int) -> str | None:
+    """A document (an object) of another format than this gate reads: said first, before any field."""
+    _obj(doc, "")
+    if doc.get(key) == expected:
+        return None
+    if key not in doc:
+        return f"no {key}"
+    return f"{key} is {_show(doc.get(key))}; this gate reads format {expected}"
+
+
 def report_problem(doc) -> str | None:
     """The first thing wrong with a report.json document (as parsed), or None. The format is checked first.
 
@@ -639,11 +649,9 @@ def report_problem(doc) -> str | None:
     input errors, the policy's path); and that a passing verdict has no failing candidate, blocking rule or
     failed count. The measurements inside the report are described by the schema and not re-checked here."""
     try:
-        _obj(doc, "")
-        if doc.get("report_format") != REPORT_FORMAT:
-            if "report_format" not in doc:
-                return "no report_format"
-            return f"report_format is {_show(doc.get('report_format'))}; this gate reads format {REPORT_FORMAT}"
+        wrong = _format_problem(doc, "report_format", REPORT_FORMAT)
+        if wrong:
+            return wrong
         _obj(doc, "", required=REPORT_FIELDS, allowed=REPORT_FIELDS)
         _enum(doc["verdict"], "verdict", VERDICTS)
         _check_tally(doc["tally"], "tally")
@@ -740,11 +748,9 @@ def _safe_relative(x, path: str) -> None:
 def manifest_problem(doc) -> str | None:
     """The first thing wrong with a manifest.json document (as parsed), or None."""
     try:
-        _obj(doc, "")
-        if doc.get("manifest_format") != MANIFEST_FORMAT:
-            if "manifest_format" not in doc:
-                return "no manifest_format"
-            return f"manifest_format is {_show(doc.get('manifest_format'))}; this gate reads format {MANIFEST_FORMAT}"
+        wrong = _format_problem(doc, "manifest_format", MANIFEST_FORMAT)
+        if wrong:
+            return wrong
         _obj(doc, "", required=("manifest_format", "gate_version", "files"),
              allowed=("manifest_format", "gate_version", "files"))
         _str(doc["gate_version"], "gate_version")

@@ -45,3 +45,18 @@ def sha256_of(path: Path) -> str:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def save_npz(path: Path, arrays: dict) -> str:
+    """Write plain arrays as an .npz under a hidden name and move it into place (a reader never sees half a
+    file; the file's mode follows the umask, as any file the gate writes); -> its sha256."""
+    import numpy as np
+
+    tmp = path.with_name(f".{path.name}.tmp.npz")
+    try:
+        np.savez(tmp, **arrays)
+        tmp.replace(path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return sha256_of(path)

@@ -17,12 +17,13 @@ from pathlib import Path
 import numpy as np
 
 from gate.errors import GateInputError
-from gate.files import sha256_of
+from gate.files import save_npz, sha256_of
+from gate.measure.registry import VECTORS as PER_SAMPLE
 from gate.measurements import CandidateMeasurements, Measurements
 from gate.predictions import Agreement, Classes, Predictions
 
 MAX_SHARDS = 1000
-VECTORS = ("pred", "values", "true_prob", "true_rank", "probs", "top_prob", "sum_sq_prob")
+VECTORS = tuple(PER_SAMPLE)  # what a shard keeps of each model's outputs: every per-sample vector
 AGREEMENT = ("kl", "cosine", "max_abs")
 _SHARD = re.compile(r"^\s*(\d+)\s*/\s*(\d+)\s*$")
 
@@ -81,10 +82,7 @@ def _plain(column) -> np.ndarray:
 def write_outputs(results: Path, kept: dict) -> dict:
     """Write the outputs file beside the results; -> its name and sha256, for the results' provenance."""
     path = outputs_path(results)
-    tmp = path.with_name(f".{path.name}.tmp.npz")
-    np.savez(tmp, **kept["arrays"])
-    tmp.replace(path)
-    return {"file": path.name, "sha256": sha256_of(path), "candidates": kept["candidates"],
+    return {"file": path.name, "sha256": save_npz(path, kept["arrays"]), "candidates": kept["candidates"],
             "measured": kept["measured"], "groups": kept["groups"]}
 
 

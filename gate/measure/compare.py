@@ -102,11 +102,11 @@ def compare(name: str, *, base: Predictions, cand: Predictions, agreement: Agree
         return from_distributions(name, n, base_value=value_b, cand_value=value_c, cand_dist=cand_dist,
                                   base_dist=base_dist, confidence=confidence)
     if spec.resample in (fast.MEAN, fast.MOMENTS):
-        cand_dist, base_dist = _mean_distributions(base, cand, agreement, y, bootstrap, seed)[name]
+        cand_dist, base_dist, method = _mean_distributions(base, cand, agreement, y, bootstrap, seed)[name]
         if spec.resample == fast.MOMENTS:
             cand_dist, base_dist = from_moments(name, cand_dist), from_moments(name, base_dist)
         return from_distributions(name, n, base_value=value_b, cand_value=value_c, cand_dist=cand_dist,
-                                  base_dist=base_dist, confidence=confidence)
+                                  base_dist=base_dist, confidence=confidence, method=method)
     if spec.resample == fast.BINS:
         cand_dist, base_dist = fast.ece_distributions(y, base.pred, base.top_prob, cand.pred, cand.top_prob,
                                                       n_resamples=bootstrap, seed=s)
@@ -188,17 +188,18 @@ def bootstrapped(name: str, n: int, *, base_value, cand_value, cand_stat, base_s
 
 
 def from_distributions(name: str, n: int, *, base_value, cand_value, cand_dist: np.ndarray,
-                       base_dist: np.ndarray | None, confidence: float) -> MetricResult:
+                       base_dist: np.ndarray | None, confidence: float, method: str = "bootstrap") -> MetricResult:
     """A MetricResult from paired resampled distributions of the candidate and the base (row i of both from
-    the same resample; base_dist None: a metric of the candidate alone)."""
+    the same resample; base_dist None: a metric of the candidate alone). method: how they were drawn."""
     evidence = {"candidate_grid": quantile_grid(cand_dist)}
     delta_iv = relative_iv = None
     if base_dist is not None:
         delta_dist = cand_dist - base_dist
-        delta_iv = percentile_interval(delta_dist, confidence)
+        delta_iv = percentile_interval(delta_dist, confidence, method)
         evidence["delta_grid"] = quantile_grid(delta_dist)
         if base_value is not None:
-            rel = relative_change_from_bootstrap(cand_dist, base_dist, base_value=base_value, confidence=confidence)
+            rel = relative_change_from_bootstrap(cand_dist, base_dist, base_value=base_value, confidence=confidence,
+                                                 method=method)
             relative_iv = rel.interval
             if rel.grid is not None:
                 evidence["relative_grid"] = rel.grid
@@ -206,7 +207,7 @@ def from_distributions(name: str, n: int, *, base_value, cand_value, cand_dist: 
                 evidence["relative_unavailable"] = rel.unavailable
     return MetricResult(metric=name, n=n, base=_finite(base_value), candidate=_finite(cand_value),
                         delta=_finite(cand_value - base_value) if base_value is not None else None,
-                        delta_interval=delta_iv, candidate_interval=percentile_interval(cand_dist, confidence),
+                        delta_interval=delta_iv, candidate_interval=percentile_interval(cand_dist, confidence, method),
                         relative_interval=relative_iv, evidence=evidence)
 
 
@@ -272,9 +273,9 @@ def _agreement(name, spec, *, base, cand, agreement, y, n, confidence, bootstrap
             "the outputs of base and candidate differ in shape"
         return MetricResult(metric=name, n=n, unavailable=why)
     if with_interval and spec.method == BOOTSTRAP and spec.resample == fast.MEAN:
-        cand_dist = _mean_distributions(base, cand, agreement, y, bootstrap, seed)[name][0]
-        return from_distributions(name, n, base_value=None, cand_value=float(values.mean()), cand_dist=cand_dist,
-                                  base_dist=None, confidence=confidence)
+        draws = _mean_distributions(base, cand, agreement, y, bootstrap, seed)[name]
+        return from_distributions(name, n, base_value=None, cand_value=float(values.mean()), cand_dist=draws.cand,
+                                  base_dist=None, confidence=confidence, method=draws.method)
     if with_interval and spec.method == BOOTSTRAP:
         return bootstrapped(name, n, base_value=None, cand_value=float(values.mean()),
                             cand_stat=lambda idx: float(values[idx].mean()), base_stat=None,

@@ -17,7 +17,10 @@ Five methods, chosen by a metric's record (registry.MetricSpec.resample):
 - MEAN (per-sample means: log_loss, brier_score, mae, kl_divergence, cosine_similarity): a Poisson bootstrap
   (Hanley & MacGibbon 2006): each resample weights every sample by an independent Poisson(1) count and
   takes the weighted mean (sum w v / sum w), computed as a block of weights times the value columns (one
-  matrix product per block), in the content order of the values.
+  matrix product per block), in the content order of the values. Where the sample vouches that the
+  bootstrap is normal to within its own Monte Carlo error (normal_limit_holds: 10,000 samples or more, and
+  the Cornish-Fisher terms of every column's skewness and kurtosis under 0.05 sd), the means are drawn from
+  the bootstrap's normal limit instead (method "bootstrap-normal-limit"): 0.5 s less on 100k samples.
 - MOMENTS (smooth functions of several per-sample means: rmse from the mean squared error, r2 from it and
   the target's first two moments): columns of the same shared Poisson weights, the metric taken from the
   resampled means (quality.moment_columns, quality.from_moments).
@@ -35,6 +38,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import NamedTuple
 from statistics import NormalDist
 
 import numpy as np
@@ -219,6 +223,76 @@ def mean_bootstrap(columns: np.ndarray, *, n_resamples: int, seed: int) -> np.nd
     return out
 
 
+class MeanDraws(NamedTuple):
+    """A candidate's resampled per-sample mean, the base's from the same resamples (or None), and how they
+    were drawn (the interval's method)."""
+    cand: np.ndarray
+    base: np.ndarray | None
+    method: str
+
+
+POISSON, NORMAL_LIMIT = "bootstrap", "bootstrap-normal-limit"
+
+# The normal limit of the Poisson bootstrap of means. The bootstrap distribution of the column means has the
+# columns' plug-in covariance / n and, per column, the skewness g / sqrt(n) and excess kurtosis k / n of the
+# sample (g, k: the sample's own). Its quantiles differ from the normal limit's by the Cornish-Fisher terms
+# of those two cumulants; where that difference is below NORMAL_TOLERANCE standard deviations at |z| = 3
+# (two-sided 99.7%), it is under the Monte Carlo error of the bootstrap's own percentiles (1,000 resamples:
+# about 0.085 sd at a 2.5% end), so drawing the means from the normal limit gives the same intervals as the
+# bootstrap up to noise, at O(n x columns^2) instead of O(resamples x n). tests/test_normal_limit.py
+# checks both by simulation. Below NORMAL_FROM samples the sample's cumulants are too noisy to vouch for it,
+# and the bootstrap is cheap there anyway.
+NORMAL_FROM = 10_000
+NORMAL_TOLERANCE = 0.05
+_CHECK_Z = 3.0
+
+
+def cornish_fisher_gap(columns: np.ndarray, z: float = _CHECK_Z) -> np.ndarray:
+    """Per column of an (n, c) array: how far (in standard deviations) the z-quantile of the bootstrap
+    distribution of its mean lies from the normal limit's, to the Cornish-Fisher terms of order 1/n.
+    A constant column is exactly normal (0)."""
+    n = columns.shape[0]
+    centred = columns - columns.mean(axis=0)
+    m2 = np.einsum("ij,ij->j", centred, centred) / n
+    squared = centred * centred
+    m3 = np.einsum("ij,ij->j", squared, centred) / n
+    m4 = np.einsum("ij,ij->j", squared, squared) / n
+    scale = np.max(np.abs(columns), axis=0)
+    spread = m2 > (1e-12 * np.maximum(scale, 1e-300)) ** 2  # below this the variance is rounding
+    safe = np.where(spread, m2, 1.0)
+    g = np.where(spread, m3 / safe ** 1.5, 0.0) / math.sqrt(n)  # skewness of the mean
+    k = np.where(spread, m4 / safe ** 2 - 3.0, 0.0) / n  # its excess kurtosis
+    return (np.abs(g) * (z * z - 1.0) / 6.0 + np.abs(k) * abs(z ** 3 - 3.0 * z) / 24.0
+            + g * g * abs(2.0 * z ** 3 - 5.0 * z) / 36.0)
+
+
+def normal_limit_holds(columns: np.ndarray, pairs: list[tuple] = ()) -> bool:
+    """Whether the normal limit may stand in for the Poisson bootstrap of these columns' means: enough
+    samples, and every column, and every pair's sum (a candidate is the base's column plus the difference's),
+    within NORMAL_TOLERANCE of it (cornish_fisher_gap)."""
+    n = columns.shape[0]
+    if n < NORMAL_FROM or not np.all(np.isfinite(columns)):
+        return False
+    sums = [columns[:, first] + columns[:, second] for first, second in pairs]
+    checked = np.concatenate([columns, *(s.reshape(n, -1) for s in sums)], axis=1) if sums else columns
+    return bool(np.all(cornish_fisher_gap(checked) <= NORMAL_TOLERANCE))
+
+
+def normal_limit(columns: np.ndarray, *, n_resamples: int, seed: int) -> np.ndarray:
+    """(n_resamples, columns) draws of the column means from the Poisson bootstrap's normal limit:
+    N(mean, plug-in covariance / n). The covariance is factored by eigenvalues (a difference column of an
+    identical copy is all zeros: the covariance is singular), negative rounding clipped to 0."""
+    columns = np.asarray(columns, dtype=np.float64)
+    n = columns.shape[0]
+    centre = columns.mean(axis=0)
+    centred = columns - centre
+    cov = (centred.T @ centred) / (float(n) * n)
+    eigenvalues, vectors = np.linalg.eigh(cov)
+    root = vectors * np.sqrt(np.maximum(eigenvalues, 0.0))
+    rng = np.random.Generator(np.random.PCG64(seed))
+    return centre + rng.standard_normal((n_resamples, columns.shape[1])) @ root.T
+
+
 _SHARED_CACHE: list = []
 
 
@@ -255,12 +329,15 @@ def shared_mean_distributions(key: tuple, columns: dict[str, tuple[np.ndarray, n
             stack += [base, cand - base]  # the difference as its own column: no cancellation error
             width += 2 * c
     values = np.concatenate(stack, axis=1)
-    order = np.lexsort(values.T[::-1])
-    means = mean_bootstrap(values[order], n_resamples=n_resamples, seed=seed)
+    values = values[np.lexsort(values.T[::-1])]
+    if normal_limit_holds(values, [(first, second) for first, second in slots.values() if second is not None]):
+        means, method = normal_limit(values, n_resamples=n_resamples, seed=seed), NORMAL_LIMIT
+    else:
+        means, method = mean_bootstrap(values, n_resamples=n_resamples, seed=seed), POISSON
     out = {}
     for name, (first, second) in slots.items():
-        out[name] = (means[:, first], None) if second is None else (means[:, first] + means[:, second],
-                                                                      means[:, first])
+        out[name] = MeanDraws(means[:, first], None, method) if second is None else \
+            MeanDraws(means[:, first] + means[:, second], means[:, first], method)
     _SHARED_CACHE[:] = [(key, out)]
     return out
 
@@ -400,7 +477,9 @@ def _placements(score: np.ndarray, positive: np.ndarray) -> tuple[float, np.ndar
     n = score.size
     m_pos = int(positive.sum())
     m_neg = n - m_pos
-    order = np.argsort(score, kind="stable")
+    # any order within a tie group gives the same placements (they are per group): the unstable sort is
+    # several times faster than the stable one (SIMD sorting networks for floats)
+    order = np.argsort(score)
     s = score[order]
     pos_sorted = positive[order].astype(np.int64)
     group_start = np.r_[True, s[1:] != s[:-1]]

@@ -291,8 +291,8 @@ DOCS_START, DOCS_END = "<!-- metrics:start -->", "<!-- metrics:end -->"
 _INTERVALS = {PAIRED_PROPORTION: "paired score (Tango), Wilson", PROPORTION: "Wilson",
               BOOTSTRAP: "paired bootstrap", EXACT: "exact", TIMED: "paired timing blocks"}
 _RESAMPLES = {"cells": "paired bootstrap of the (label, base, candidate) table",
-              "delong": "DeLong (paired, midranks)", "mean": "paired Poisson bootstrap",
-              "moments": "paired Poisson bootstrap of per-sample moments",
+              "delong": "DeLong (paired, midranks)", "mean": "paired Poisson bootstrap (or its normal limit)",
+              "moments": "paired Poisson bootstrap of per-sample moments (or their normal limit)",
               "bins": "paired Poisson bootstrap of per-bin sums"}
 # a fairness metric's cells are also keyed by the subgroup
 _FAIRNESS_CELLS = "paired bootstrap of the (subgroup, label, base, candidate) table"

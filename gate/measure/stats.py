@@ -349,15 +349,15 @@ def paired_bootstrap(stat: Callable[[np.ndarray], float], n: int, *, n_resamples
     return values
 
 
-def percentile_interval(values: np.ndarray, confidence: float) -> Interval:
+def percentile_interval(values: np.ndarray, confidence: float, method: str = "bootstrap") -> Interval:
     """Percentile interval of a bootstrap distribution; NaN when most resamples failed."""
     _check_confidence(confidence)
     kept = values[~np.isnan(values)]
     if kept.size == 0 or (values.size - kept.size) * 2 > values.size:
-        return Interval(low=math.nan, high=math.nan, method="bootstrap")
+        return Interval(low=math.nan, high=math.nan, method=method)
     alpha = (1.0 - confidence) / 2.0
     low, high = np.quantile(kept, [alpha, 1.0 - alpha])
-    return Interval(low=float(low), high=float(high), method="bootstrap")
+    return Interval(low=float(low), high=float(high), method=method)
 
 
 def quantile_grid(values: np.ndarray) -> list[float] | None:
@@ -430,7 +430,7 @@ def _relative_from_draws(rel: np.ndarray, confidence: float, method: str) -> Rel
 
 
 def relative_change_from_bootstrap(cand_dist: np.ndarray, base_dist: np.ndarray, *, base_value: float,
-                                   confidence: float) -> RelativeChange:
+                                   confidence: float, method: str = "bootstrap") -> RelativeChange:
     """Paired bootstrap of the relative change: one ratio per resample, percentile interval.
 
     cand_dist and base_dist must come from the same resamples (paired_bootstrap with
@@ -446,7 +446,8 @@ def relative_change_from_bootstrap(cand_dist: np.ndarray, base_dist: np.ndarray,
     distinguishable from 0, so "a fraction of the base" has no scale).
     """
     _check_confidence(confidence)
-    method = "bootstrap-ratio"
+    draws_from = method
+    method = f"{draws_from}-ratio"
     if base_value is None or not math.isfinite(base_value) or base_value == 0:
         return RelativeChange(unavailable="the base is 0 or not finite")
     cand_dist = np.asarray(cand_dist, dtype=np.float64)
@@ -466,7 +467,7 @@ def relative_change_from_bootstrap(cand_dist: np.ndarray, base_dist: np.ndarray,
             "its base value is not distinguishable from 0 (its resamples take both signs), so a change "
             "relative to it has no scale; use an absolute bound (max_drop or max_increase) instead"))
     rel[both] = (c - b) / np.abs(b)
-    return _relative_from_draws(rel, confidence, "bootstrap-relative")
+    return _relative_from_draws(rel, confidence, f"{draws_from}-relative")
 
 
 # Posterior draws for the paired-proportion ratio (about 2 ms): the 0.0005 quantile of

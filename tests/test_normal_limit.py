@@ -150,3 +150,17 @@ def test_a_measured_log_loss_names_its_method():
     se = np.std(-np.log(cand.true_prob) + np.log(base.true_prob)) / math.sqrt(n)
     width = m.delta_interval.high - m.delta_interval.low
     assert abs(width / (2 * Z975 * se) - 1) < 0.08, width
+
+
+@pytest.mark.parametrize("with_nan", [False, True])
+def test_the_row_order_depends_on_the_rows_values_only(with_nan):
+    """fast.row_order (one argsort of a projection, or a lexsort when a value is NaN): the same rows, shuffled,
+    come out as the same sequence of rows, ties and repeated rows included."""
+    rng = np.random.default_rng(12)
+    rows = rng.integers(0, 4, size=(3_000, 3)).astype(np.float64)  # many exact repeats
+    if with_nan:
+        rows[::7, 1] = np.nan
+    for _ in range(3):
+        shuffled = rows[rng.permutation(len(rows))]
+        a, b = rows[fast.row_order(rows)], shuffled[fast.row_order(shuffled)]
+        assert np.array_equal(a, b, equal_nan=True)

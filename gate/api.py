@@ -232,10 +232,11 @@ def run_check(policy, *, base=None, candidates=None, data=None, out=None, templa
               cache=None, flags: Flags = _CLI_FLAGS) -> GateResult:
     """check() without raising for reports that failed to render (result.report_errors): the command line
     prints its summary first."""
-    from gate.pipeline import measure as run_pipeline
-
     check_templates(templates, out)
     policy = _load(policy, base=base, candidates=candidates, data=data)
+    _prefetch_data_hash(policy)
+    from gate.pipeline import measure as run_pipeline
+
     out_dir = writable_dir(out, flags.out_dir, flags=flags) if out is not None else None
     measurements = run_pipeline(policy, show_progress=progress, settled=stopping_rule(policy),
                                 cache=_cache_dir(cache, flags))
@@ -244,9 +245,11 @@ def run_check(policy, *, base=None, candidates=None, data=None, out=None, templa
 
 def run_measure(policy, *, base=None, candidates=None, data=None, out=None, target=None, progress=None,
                 cache=None, shard=None, flags: Flags = _CLI_FLAGS) -> Measurements:
+    policy = _load(policy, base=base, candidates=candidates, data=data)
+    if target is None:  # a target run times the models on synthetic inputs: the data is not read
+        _prefetch_data_hash(policy)
     from gate.pipeline import measure as run_pipeline
 
-    policy = _load(policy, base=base, candidates=candidates, data=data)
     path = writable_file(out, flags.out_file, flags=flags) if out is not None else None
     if shard is not None:
         from gate.shards import parse_shard
@@ -271,6 +274,14 @@ def run_measure(policy, *, base=None, candidates=None, data=None, out=None, targ
 
         atomic_write(path, json.dumps({"gate_results": measurements.to_dict()}, indent=2, default=str) + "\n")
     return measurements
+
+
+def _prefetch_data_hash(policy: Policy) -> None:
+    """The data file's sha256 (for provenance and the cache key) starts now, while the pipeline imports."""
+    if policy.data is not None and policy.data.images is None and policy.data.path is not None:
+        from gate.files import prefetch_sha256
+
+        prefetch_sha256(policy.data.path)
 
 
 def _cache_dir(cache, flags: Flags) -> Path | None:

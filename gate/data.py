@@ -25,7 +25,7 @@ import numpy as np
 from gate import imagefolder
 from gate.checks import Where, check_cast, check_feature, check_group, check_labels
 from gate.errors import GateInputError
-from gate.files import MB, check_readable, sha256_of
+from gate.files import MB, check_readable, sha256_in_background, sha256_of
 from gate.policy import DataSpec
 
 LABEL_GUESSES = ("label", "labels", "y", "target")
@@ -697,16 +697,19 @@ def load_dataset(spec: DataSpec, *, max_mb: float) -> Dataset:
             _check_missing(_Checked(where, loaded.missing), key, "is a group column")
             columns[key] = _one_per_sample(columns[key])
             check_group(columns[key], key, where)
-    # hashing re-reads the whole file: overlap it with inference (hashlib releases the GIL)
-    digest: Future = Future()
+    # hashing re-reads the whole file: overlap it with imports and inference (hashlib releases the GIL)
+    if files is None:
+        digest = sha256_in_background(path)
+    else:
+        digest = Future()
 
-    def hash_in_background() -> None:
-        try:
-            digest.set_result(_folder_sha256(files, root) if files is not None else sha256_of(path))
-        except BaseException as exc:  # surfaced where the hash is read
-            digest.set_exception(exc)
+        def hash_in_background() -> None:
+            try:
+                digest.set_result(_folder_sha256(files, root))
+            except BaseException as exc:  # surfaced where the hash is read
+                digest.set_exception(exc)
 
-    threading.Thread(target=hash_in_background, name="gate-data-sha256", daemon=True).start()
+        threading.Thread(target=hash_in_background, name="gate-data-sha256", daemon=True).start()
     return Dataset(path=path, digest=digest, size_bytes=size, columns=columns,
                    labels_key=labels, group_keys=tuple(spec.groups), row_lines=lines, noun=loaded.noun,
                    missing=loaded.missing, rows_path=loaded.source, default_features=loaded.features)

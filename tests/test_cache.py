@@ -150,3 +150,30 @@ def test_a_cache_that_is_a_file_is_refused_before_anything_runs(tmp_path, lab):
                       tmp_path / "c")
     assert result.code == 0 and json.loads((tmp_path / "m.json").read_text())["gate_results"]["provenance"][
         "cache"]["status"] == "stored"
+
+
+def test_the_data_hash_started_early_is_used_only_for_the_unchanged_file(tmp_path):
+    """gate.files.prefetch_sha256 starts the data's sha256 once the policy names it (while the pipeline
+    imports); the run takes that hash only if the file is still the one hashed (inode, size, mtime)."""
+    import hashlib
+    import os
+
+    from gate import files
+
+    path = tmp_path / "data.bin"
+    first, second = os.urandom(3 << 20), os.urandom(3 << 20)
+    path.write_bytes(first)
+    files.prefetch_sha256(path)
+    early = files._STARTED[os.path.abspath(path)][1]
+    taken = files.sha256_in_background(path)
+    assert taken is early and taken.result() == hashlib.sha256(first).hexdigest()
+
+    files.prefetch_sha256(path)
+    stale = files._STARTED[os.path.abspath(path)][1]
+    stale.result()
+    path.write_bytes(second)
+    st = os.stat(path)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))  # a coarse clock must not hide it
+    fresh = files.sha256_in_background(path)
+    assert fresh is not stale and fresh.result() == hashlib.sha256(second).hexdigest()
+    assert files.sha256_of(path) == hashlib.sha256(second).hexdigest()

@@ -158,7 +158,7 @@ def test_interval_time_old_vs_new(benchmark, outputs):
 # groups.measure_groupings asked for that one gap or fairness metric (including each subgroup's accuracy
 # and flips, which the old figure leaves out).
 
-GAPS = ("accuracy", "f1_macro", "log_loss", "ece")
+GAPS = ("accuracy", "f1_macro", "log_loss", "ece", "roc_auc")
 FAIRNESS = ("demographic_parity_difference", "equalized_odds_difference")
 
 

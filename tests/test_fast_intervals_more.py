@@ -242,7 +242,7 @@ def test_gaps_agree_with_the_index_bootstrap(name):
         y, base, cand = _classification(rng, n)
     groups = rng.choice(3, n, p=[0.5, 0.3, 0.2])
     grouping, eligible = _grouping(groups), [0, 1, 2]
-    new_c, new_b = _gap_distributions(name, base, cand, y, grouping, eligible, bootstrap=NEW, seed=3)
+    new_c, new_b, _ = _gap_distributions(name, base, cand, y, grouping, eligible, bootstrap=NEW, seed=3)
     fn = get_metric(name).fn
     order = np.arange(n)  # the data are exchangeable: any fixed order is a valid index bootstrap
     old = _old_delta(_gap_stat(fn, cand, y, grouping, eligible), _gap_stat(fn, base, y, grouping, eligible), n, order)
@@ -292,11 +292,47 @@ def test_permuting_the_samples_changes_no_bit():
         assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
 
 
-def test_a_gap_of_roc_auc_still_resamples_the_indices():
+def test_a_gap_of_roc_auc_on_subgroups_too_small_for_delong_resamples_the_indices():
+    """Fewer than fast.DELONG_MIN_PER_CLASS samples of a class in an eligible subgroup: no normal draws."""
     rng = np.random.default_rng(14)
     y, base, cand = _classification(rng, 90)
     assert _gap_distributions("roc_auc", base, cand, y, _grouping(rng.integers(0, 2, 90)), [0, 1], bootstrap=10,
                               seed=0) is None
+
+
+def test_a_gap_of_roc_auc_agrees_with_the_index_bootstrap():
+    """Each subgroup's (base, candidate) AUC drawn from DeLong's paired normal, subgroups independent: the
+    delta of the max - min gap matches the index bootstrap's (same tolerance as the other gaps)."""
+    rng = np.random.default_rng(16)
+    n = 900
+    y, base, cand = _classification(rng, n)
+    grouping, eligible = _grouping(rng.choice(3, n, p=[0.5, 0.3, 0.2])), [0, 1, 2]
+    new_c, new_b, method = _gap_distributions("roc_auc", base, cand, y, grouping, eligible, bootstrap=NEW, seed=3)
+    assert method == fast.DELONG_DRAWS
+    fn = get_metric("roc_auc").fn
+    old = _old_delta(_gap_stat(fn, cand, y, grouping, eligible), _gap_stat(fn, base, y, grouping, eligible), n,
+                     np.arange(n))
+    _assert_agree(old, new_c - new_b)
+
+
+def test_a_roc_auc_gap_is_measured_with_its_method_named():
+    """Through measure_groupings, as a policy's `scope: gap` rule asks: the interval says how it was drawn, and
+    the observed gap is the spread of the subgroups' AUCs."""
+    from gate.measure.groups import measure_groupings
+
+    rng = np.random.default_rng(17)
+    n = 1_200
+    y, base, cand = _classification(rng, n)
+    grouping = _grouping(rng.choice(3, n, p=[0.4, 0.35, 0.25]))
+    (result,) = measure_groupings([grouping], base=base, cand=cand, agreement=NO_AGREEMENT, y=y,
+                                  task="classification", each={}, gaps={"roc_auc": 100}, fairness=set(),
+                                  confidence=CONF, bootstrap=1000, seed=0)
+    gap = result.gaps["roc_auc"]
+    assert gap.delta_interval.method == fast.DELONG_DRAWS
+    fn = get_metric("roc_auc").fn
+    aucs = [fn(cand, y, grouping.members(j)) for j in range(3)]
+    assert gap.candidate == pytest.approx(max(aucs) - min(aucs))
+    assert gap.delta_interval.low < gap.delta < gap.delta_interval.high
 
 
 # --------------------------------------------------------------------------

@@ -611,6 +611,49 @@ def delong(y: np.ndarray, probs_base: np.ndarray, probs_cand: np.ndarray) -> DeL
                   var_cand=influence_covariance(y, inf_c, inf_c, cls), cov=influence_covariance(y, inf_b, inf_c, cls))
 
 
+# A subgroup's AUC is drawn from DeLong's normal approximation only with at least this many samples of every
+# class in it (both sides of every one-vs-rest AUC); with fewer, the gap's interval is drawn by index resampling.
+DELONG_MIN_PER_CLASS = 20
+DELONG_DRAWS = "delong-normal-draws"
+
+
+def grouped_delong_draws(y: np.ndarray, probs_base: np.ndarray, probs_cand: np.ndarray, codes: np.ndarray,
+                         groups: list[int], *, n_resamples: int, seed: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """(candidate, base) draws, (resamples, len(groups)), of each subgroup's AUC: for the `scope: gap` of
+    roc_auc, whose max - min has no DeLong interval of its own. Subgroups are disjoint sets of samples, so
+    their estimates are independent; within one, base and candidate are paired (DeLong's covariance). Each
+    subgroup's pair is drawn from that bivariate normal (clipped to [0, 1]), and a resample's gap is the
+    spread of its draws, as the index bootstrap took it over the subgroups' AUCs. None when a subgroup has
+    fewer than DELONG_MIN_PER_CLASS samples of some class (or its AUC is undefined): the normal approximation
+    is not vouched for there."""
+    y = np.asarray(y).reshape(-1)
+    k = probs_base.shape[1]
+    rng = np.random.Generator(np.random.PCG64(seed))
+    cand = np.empty((n_resamples, len(groups)), dtype=np.float64)
+    base = np.empty_like(cand)
+    for col, j in enumerate(groups):
+        idx = np.flatnonzero(codes == j)
+        sub_y = y[idx]
+        present, counts = np.unique(sub_y, return_counts=True)
+        if len(present) < 2 or (k > 2 and len(present) < k) or counts.min() < DELONG_MIN_PER_CLASS:
+            return None
+        auc_b, inf_b = auc_components(sub_y, probs_base[idx])
+        auc_c, inf_c = auc_components(sub_y, probs_cand[idx])
+        if inf_b is None or inf_c is None:
+            return None
+        order = row_order(np.stack([sub_y.astype(np.float64), inf_b, inf_c], axis=1))
+        sub_y, inf_b, inf_c = sub_y[order], inf_b[order], inf_c[order]
+        cls = np.unique(sub_y, return_inverse=True)[1].reshape(-1)
+        cov = np.array([[influence_covariance(sub_y, inf_b, inf_b, cls), influence_covariance(sub_y, inf_b, inf_c, cls)],
+                        [0.0, influence_covariance(sub_y, inf_c, inf_c, cls)]])
+        cov[1, 0] = cov[0, 1]
+        values, vectors = np.linalg.eigh(cov)
+        root = vectors * np.sqrt(np.maximum(values, 0.0))
+        draws = np.clip(np.array([auc_b, auc_c]) + rng.standard_normal((n_resamples, 2)) @ root.T, 0.0, 1.0)
+        base[:, col], cand[:, col] = draws[:, 0], draws[:, 1]
+    return cand, base
+
+
 _STD = NormalDist()
 
 

@@ -114,10 +114,10 @@ def _fairness_stat(metric: str, p: Predictions, y, grouping: Grouping):
 
 
 def _gap_distributions(name: str, base: Predictions, cand: Predictions, y: np.ndarray, grouping: Grouping,
-                       eligible: list[int], *, bootstrap: int, seed: int) -> tuple[np.ndarray, np.ndarray] | None:
-    """(candidate, base) resampled gaps between the eligible subgroups, from per-subgroup sufficient
-    statistics (gate/measure/fast.py) chosen by the metric's record; None: none fit (roc_auc), resample
-    the indices. Every subgroup takes part in the resampling, as in the index bootstrap; only the eligible
+                       eligible: list[int], *, bootstrap: int, seed: int) -> tuple[np.ndarray, np.ndarray, str] | None:
+    """(candidate, base, method) resampled gaps between the eligible subgroups, from per-subgroup sufficient
+    statistics (gate/measure/fast.py) chosen by the metric's record; None: none fit (roc_auc on subgroups
+    too small for DeLong's normal approximation), resample the indices. Every subgroup takes part in the resampling, as in the index bootstrap; only the eligible
     ones enter the gap."""
     spec = get_metric(name)
     codes, k = grouping.codes, len(grouping.keys)
@@ -144,9 +144,13 @@ def _gap_distributions(name: str, base: Predictions, cand: Predictions, y: np.nd
     elif spec.resample == fast.BINS:
         values = fast.ece_distributions(y, base.pred, base.top_prob, cand.pred, cand.top_prob,
                                         n_resamples=bootstrap, seed=seed, groups=codes, n_groups=k)
+    elif spec.resample == fast.DELONG:  # drawn for the eligible subgroups only: the others never enter the gap
+        drawn = fast.grouped_delong_draws(y, base.probs, cand.probs, codes, eligible, n_resamples=bootstrap,
+                                          seed=seed)
+        return None if drawn is None else (fast.spread(drawn[0]), fast.spread(drawn[1]), fast.DELONG_DRAWS)
     else:
         return None
-    return fast.spread(values[0][:, eligible]), fast.spread(values[1][:, eligible])
+    return fast.spread(values[0][:, eligible]), fast.spread(values[1][:, eligible]), "bootstrap"
 
 
 def _fairness_distributions(name: str, base: Predictions, cand: Predictions, y: np.ndarray | None,
@@ -246,7 +250,7 @@ def measure_groupings(groupings: list[Grouping], *, base: Predictions, cand: Pre
             else:
                 result = from_distributions(name, len(all_idx), base_value=b_stat(all_idx),
                                             cand_value=c_stat(all_idx), cand_dist=dists[0], base_dist=dists[1],
-                                            confidence=confidence)
+                                            confidence=confidence, method=dists[2])
             gap_results[name] = replace(result, metric=name)
         fair_results = {}
         for name in sorted(fairness if grouping.kind == "group" else ()):

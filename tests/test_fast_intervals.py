@@ -411,6 +411,20 @@ def test_shared_weights_give_every_mean_the_same_interval_whatever_else_is_asked
     assert alone == after
 
 
+def test_confusion_matrix_metrics_share_one_draw_of_the_cell_table_whatever_else_is_asked():
+    """f1_macro and balanced_accuracy read the same resamples of a candidate's (label, base, candidate) table,
+    drawn once; an interval is the same asked alone (empty cache) or after the other."""
+    y, base, cand, agreement = _case()
+    fast._CELL_CACHE.clear()
+    alone = _measure("f1_macro", y, base, cand, agreement)
+    drawn = fast._CELL_CACHE[0][1]
+    _measure("balanced_accuracy", y, base, cand, agreement)
+    assert fast._CELL_CACHE[0][1] is drawn  # not drawn again
+    fast._CELL_CACHE.clear()
+    _measure("balanced_accuracy", y, base, cand, agreement)
+    assert _measure("f1_macro", y, base, cand, agreement) == alone
+
+
 def test_the_base_auc_is_computed_once_for_all_candidates():
     y, base, cand, agreement = _case()
     _, _, other, _ = _case(seed=42)

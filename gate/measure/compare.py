@@ -96,8 +96,9 @@ def compare(name: str, *, base: Predictions, cand: Predictions, agreement: Agree
                             delta=_finite(value_c - value_b))
     s = _seed(seed, name)
     if spec.resample == fast.CELLS:
+        # one seed for every confusion-matrix metric: they share the candidate's resamples of the cell table
         cand_dist, base_dist = fast.cell_distributions(
-            name, y, base.pred, cand.pred, n_resamples=bootstrap, seed=s,
+            name, y, base.pred, cand.pred, n_resamples=bootstrap, seed=_seed(seed, "confusion cells"),
             classes=classes if spec.in_slice == SLICE_CLASSES else None)
         return from_distributions(name, n, base_value=value_b, cand_value=value_c, cand_dist=cand_dist,
                                   base_dist=base_dist, confidence=confidence)

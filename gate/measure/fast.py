@@ -28,10 +28,12 @@ Five methods, chosen by a metric's record (registry.MetricSpec.resample):
   bin's weighted sum of (correct - confidence) and weighted count give both models' ECE in every resample,
   paired (poisson_sums: one pass over the weights, O(resamples x n), whatever the number of bins).
 
-Between subgroups (the `scope: gap` of any metric but roc_auc, and the fairness metrics) the same
-statistics are kept per subgroup: the cell table gains the subgroup as a fourth key, the Poisson sums are
-taken per subgroup (per subgroup and bin for ece), and each resample's gap is the spread of its subgroup
-values (spread), as the index bootstrap's per-resample loop over subgroups computed it.
+Between subgroups (the `scope: gap` of any metric, and the fairness metrics) the same statistics are kept
+per subgroup: the cell table gains the subgroup as a fourth key, the Poisson sums are taken per subgroup (per
+subgroup and bin for ece), and each resample's gap is the spread of its subgroup values (spread), as the
+index bootstrap's per-resample loop over subgroups computed it. roc_auc's gap draws each subgroup's (base,
+candidate) AUC pair from its DeLong normal (grouped_delong_draws), subgroups independent; where a subgroup has
+too few samples of a class for that, the gap is drawn by index resampling.
 """
 
 from __future__ import annotations
@@ -161,10 +163,27 @@ def from_counts(name: str, tp: np.ndarray, support: np.ndarray, predicted: np.nd
         return np.where(size > 0, (part * counted).sum(axis=-1) / np.where(size > 0, size, 1), np.nan)
 
 
+_CELL_CACHE: list = []
+
+
+def shared_cell_bootstrap(y, pred_base, pred_cand, *, n_resamples: int, seed: int) -> CellCounts:
+    """cell_bootstrap, drawn once per (labels, base, candidate) arrays and seed: every confusion-matrix metric
+    of a candidate (f1_macro, balanced_accuracy, ...) reads the same resamples, as the per-sample means share
+    their weights (the cost is in drawing them). Keyed by the arrays' identity (references held, so an id
+    cannot be reused while cached); the last one only."""
+    for (key_y, key_b, key_c, size, key_seed), value in _CELL_CACHE:
+        if key_y is y and key_b is pred_base and key_c is pred_cand and size == n_resamples and key_seed == seed:
+            return value
+    value = cell_bootstrap(y, pred_base, pred_cand, n_resamples=n_resamples, seed=seed)
+    _CELL_CACHE[:] = [((y, pred_base, pred_cand, n_resamples, seed), value)]
+    return value
+
+
 def cell_distributions(name: str, y, pred_base, pred_cand, *, n_resamples: int, seed: int,
                        classes: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(candidate, base) bootstrap distributions of a confusion-matrix metric, from the same resamples."""
-    c = cell_bootstrap(y, pred_base, pred_cand, n_resamples=n_resamples, seed=seed)
+    """(candidate, base) bootstrap distributions of a confusion-matrix metric, from the same resamples (shared
+    with the candidate's other confusion-matrix metrics of the same seed)."""
+    c = shared_cell_bootstrap(y, pred_base, pred_cand, n_resamples=n_resamples, seed=seed)
     cand = from_counts(name, c.tp_cand, c.support, c.predicted_cand, c.labels, classes)
     base = from_counts(name, c.tp_base, c.support, c.predicted_base, c.labels, classes)
     return cand, base

@@ -112,6 +112,7 @@ def test_interval_time_old_vs_new(benchmark, outputs):
         # shared weights of the per-sample means are cached within one run, across metrics and candidates)
         fast._BASE_CACHE.clear()
         fast._SHARED_CACHE.clear()
+        fast._CELL_CACHE.clear()
         for name in METRICS:
             start = time.perf_counter()
             results[name] = _new(name, base, cand, agreement, y)
@@ -234,6 +235,7 @@ def test_interval_time_old_vs_new_remaining_metrics(benchmark, outputs):
     def run_new():
         fast._BASE_CACHE.clear()
         fast._SHARED_CACHE.clear()
+        fast._CELL_CACHE.clear()
         for name, (new, _) in cases.items():
             start = time.perf_counter()
             results[name] = new()

@@ -164,3 +164,83 @@ def test_the_row_order_depends_on_the_rows_values_only(with_nan):
         shuffled = rows[rng.permutation(len(rows))]
         a, b = rows[fast.row_order(rows)], shuffled[fast.row_order(shuffled)]
         assert np.array_equal(a, b, equal_nan=True)
+
+
+# --------------------------------------------------------------------------
+# sums per code (ece's bins, subgroups' means): normal codes drawn, the others weighted
+# --------------------------------------------------------------------------
+
+def _codes_case(rng, big=20_000, small=300):
+    """Two large codes (normal) and a small one (weights): a column like ece's (correct - confidence)."""
+    codes = np.r_[np.zeros(big, int), np.ones(big // 2, int), np.full(small, 2)]
+    values = (rng.random(codes.size) < 0.8) - rng.uniform(0.5, 1.0, codes.size)
+    return values[:, None], codes
+
+
+def test_sums_of_a_large_code_are_normal_and_of_few_or_wild_rows_are_not():
+    rng = np.random.default_rng(20)
+    regular = np.c_[np.ones(5_000), rng.normal(size=5_000)]
+    assert fast.sums_normal(regular)
+    assert not fast.sums_normal(regular[:fast.SUMS_NORMAL_FROM - 1])
+    wild = regular.copy()
+    wild[:3, 1] = 500.0  # three rows carry most of the sum of squares
+    assert not fast.sums_normal(wild)
+
+
+def test_a_normal_code_matches_its_weights_and_a_small_code_keeps_them_exactly():
+    rng = np.random.default_rng(21)
+    values, codes = _codes_case(rng)
+    present, sums, totals = fast.poisson_sums(values, codes, n_resamples=4_000, seed=3)
+    assert list(present) == [0, 1, 2]
+    # the same sums from weights alone (every code small enough to stay on weights)
+    ordered = np.lexsort([values[:, 0], codes])
+    rows = np.c_[np.ones(codes.size), values[ordered]]
+    starts = np.flatnonzero(np.r_[True, codes[ordered][1:] != codes[ordered][:-1]])
+    weighted = fast._weighted_sums(rows, starts, np.random.Generator(np.random.PCG64(4)), 4_000)
+    for code in (0, 1):
+        for got, want in ((sums[:, code, 0], weighted[:, code, 1]), (totals[:, code], weighted[:, code, 0])):
+            sd = want.std()
+            assert abs(got.mean() - want.mean()) < 0.1 * sd and got.std() == pytest.approx(sd, rel=0.06)
+            for q in (0.025, 0.975):
+                assert abs(np.quantile(got, q) - np.quantile(want, q)) < 0.15 * sd
+    # the small code: the first draws of the generator are its weights, as if it were alone
+    small_rows = rows[starts[2]:]
+    alone = fast._weighted_sums(small_rows, np.array([0]), np.random.Generator(np.random.PCG64(3)), 4_000)
+    assert np.array_equal(sums[:, 2, 0], alone[:, 0, 1]) and np.array_equal(totals[:, 2], alone[:, 0, 0])
+
+
+def test_sums_per_code_do_not_depend_on_the_order_of_the_samples():
+    rng = np.random.default_rng(22)
+    values, codes = _codes_case(rng)
+    perm = rng.permutation(codes.size)
+    a = fast.poisson_sums(values, codes, n_resamples=500, seed=5)
+    b = fast.poisson_sums(values[perm], codes[perm], n_resamples=500, seed=5)
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+
+
+def test_ece_from_mixed_sums_agrees_with_the_weights():
+    """ece on 30,000 samples: its heavy bins drawn from the normal, its sparse bins weighted; the interval of
+    the difference agrees with the all-weights one within the tolerance the other fast methods meet."""
+    rng = np.random.default_rng(23)
+    n = 30_000
+    y = rng.integers(0, 2, n)
+    conf_b = np.clip(rng.beta(8, 2, n), 0.5, 1.0)
+    conf_c = np.clip(conf_b + rng.normal(0, 0.03, n), 0.5, 1.0)
+    pred_b = np.where(rng.random(n) < conf_b, y, 1 - y)
+    pred_c = np.where(rng.random(n) < 0.97, pred_b, 1 - pred_b)
+    columns, codes = fast.ece_columns(y, pred_b, conf_b, pred_c, conf_c)
+    columns = np.asarray(columns, dtype=np.float64).reshape(n, -1)
+    drawn = [fast.sums_normal(np.c_[np.ones(np.sum(codes == k)), columns[codes == k]]) for k in np.unique(codes)]
+    assert 3 <= sum(drawn) < len(drawn), "the case must mix normal and weighted bins"
+    cand, base = fast.ece_distributions(y, pred_b, conf_b, pred_c, conf_c, n_resamples=4_000, seed=6)
+    saved = fast.SUMS_NORMAL_FROM
+    try:
+        fast.SUMS_NORMAL_FROM = n + 1  # every bin on weights: the method before
+        cand_w, base_w = fast.ece_distributions(y, pred_b, conf_b, pred_c, conf_c, n_resamples=4_000, seed=7)
+    finally:
+        fast.SUMS_NORMAL_FROM = saved
+    delta, delta_w = cand - base, cand_w - base_w
+    sd = delta_w.std()
+    for q in (0.025, 0.975):
+        assert abs(np.quantile(delta, q) - np.quantile(delta_w, q)) < 0.2 * sd, q
+    assert delta.std() == pytest.approx(sd, rel=0.08)

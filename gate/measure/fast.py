@@ -26,7 +26,9 @@ Five methods, chosen by a metric's record (registry.MetricSpec.resample):
   resampled means (quality.moment_columns, quality.from_moments).
 - BINS (ece): Poisson weights, summed per joint (base bin, candidate bin) of the 15 confidence bins: each
   bin's weighted sum of (correct - confidence) and weighted count give both models' ECE in every resample,
-  paired (poisson_sums: one pass over the weights, O(resamples x n), whatever the number of bins).
+  paired (poisson_sums: one pass over the weights, O(resamples x n), whatever the number of bins). A bin
+  (or subgroup) whose Poisson sums are normal to within the bootstrap's Monte Carlo error is drawn from that
+  normal instead (its cumulants are power sums of its rows: exact); weights only for the others' rows.
 
 Between subgroups (the `scope: gap` of any metric, and the fairness metrics) the same statistics are kept
 per subgroup: the cell table gains the subgroup as a fourth key, the Poisson sums are taken per subgroup (per
@@ -305,9 +307,7 @@ def normal_limit(columns: np.ndarray, *, n_resamples: int, seed: int) -> np.ndar
     n = columns.shape[0]
     centre = columns.mean(axis=0)
     centred = columns - centre
-    cov = (centred.T @ centred) / (float(n) * n)
-    eigenvalues, vectors = np.linalg.eigh(cov)
-    root = vectors * np.sqrt(np.maximum(eigenvalues, 0.0))
+    root = _root((centred.T @ centred) / (float(n) * n))
     rng = np.random.Generator(np.random.PCG64(seed))
     return centre + rng.standard_normal((n_resamples, columns.shape[1])) @ root.T
 
@@ -405,9 +405,10 @@ def poisson_sums(columns: np.ndarray, codes: np.ndarray, *, n_resamples: int,
     sums (resamples, codes present, columns), totals (resamples, codes present)).
 
     The rows are put in (code, content) order, so permuting the samples changes nothing and each code's
-    rows are contiguous: a block of weights is summed per code by one matrix product per code (few, long
-    runs of rows) or one reduceat per column (many short ones), in float64 (the weights are small integers:
-    no cancellation to guard against), whatever the number of codes."""
+    rows are contiguous. Codes are independent under Poisson weights. A code whose sums are normal to within
+    the bootstrap's own Monte Carlo error (sums_normal: the Poisson sums' cumulants are the power sums of its
+    rows, so this is exact, not estimated) is drawn from that normal: its sums' mean and covariance. The
+    other codes' rows get weights (_weighted_sums), whatever the number of codes."""
     codes = np.asarray(codes, dtype=np.int64).reshape(-1)
     n = codes.size
     values = np.asarray(columns, dtype=np.float64).reshape(n, -1)
@@ -416,10 +417,56 @@ def poisson_sums(columns: np.ndarray, codes: np.ndarray, *, n_resamples: int,
     values = np.concatenate([np.ones((n, 1)), values[order]], axis=1)  # the first column sums the weights
     starts = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]])
     ends = np.r_[starts[1:], n]
+    normal = np.array([sums_normal(values[a:b]) for a, b in zip(starts, ends)], dtype=bool)
     rng = np.random.Generator(np.random.PCG64(seed))
+    out = np.empty((n_resamples, starts.size, values.shape[1]), dtype=np.float64)
+    if not normal.all():  # (with no normal code, exactly the weights of every row, as before)
+        lengths = (ends - starts)[~normal]
+        rows = np.repeat(starts[~normal] - np.r_[0, np.cumsum(lengths)[:-1]], lengths) + np.arange(lengths.sum())
+        out[:, ~normal] = _weighted_sums(values[rows], np.r_[0, np.cumsum(lengths)[:-1]], rng, n_resamples)
+    for i in np.flatnonzero(normal):
+        block = values[starts[i]:ends[i]]
+        out[:, i] = block.sum(axis=0) + rng.standard_normal((n_resamples, block.shape[1])) @ _root(block.T @ block).T
+    return codes[starts], out[:, :, 1:], out[:, :, 0]
+
+
+# below this many rows a code's sums stay on weights (a cheap part anyway)
+SUMS_NORMAL_FROM = 1_000
+
+
+def sums_normal(rows: np.ndarray, z: float = _CHECK_Z) -> bool:
+    """Whether the Poisson-bootstrap sums of these rows' columns (sum of w_i x_i, w_i Poisson(1)) are normal
+    to within NORMAL_TOLERANCE sd at |z|: their r-th cumulant is the power sum of x^r, so skewness and
+    kurtosis are sum x^3 / (sum x^2)^1.5 and sum x^4 / (sum x^2)^2, and the Cornish-Fisher terms follow."""
+    if rows.shape[0] < SUMS_NORMAL_FROM or not np.all(np.isfinite(rows)):
+        return False
+    squared = rows * rows
+    p2 = squared.sum(axis=0)
+    p3 = (squared * rows).sum(axis=0)
+    p4 = (squared * squared).sum(axis=0)
+    spread = p2 > 0
+    safe = np.where(spread, p2, 1.0)
+    g = np.where(spread, p3 / safe ** 1.5, 0.0)
+    k = np.where(spread, p4 / safe ** 2, 0.0)
+    gap = np.abs(g) * (z * z - 1.0) / 6.0 + k * abs(z ** 3 - 3.0 * z) / 24.0 + g * g * abs(2.0 * z ** 3 - 5.0 * z) / 36.0
+    return bool(np.all(gap <= NORMAL_TOLERANCE))
+
+
+def _root(cov: np.ndarray) -> np.ndarray:
+    """A square root of a covariance matrix (eigenvalues; negative rounding clipped to 0): singular is fine."""
+    eigenvalues, vectors = np.linalg.eigh(cov)
+    return vectors * np.sqrt(np.maximum(eigenvalues, 0.0))
+
+
+def _weighted_sums(values: np.ndarray, starts: np.ndarray, rng: np.random.Generator, n_resamples: int) -> np.ndarray:
+    """(resamples, runs, columns): Poisson-weighted sums of each run of rows (runs begin at `starts`), a block
+    of weights at a time: one matrix product per run (few, long runs) or one reduceat per column (many short
+    ones), in float64 (the weights are small integers: no cancellation to guard against)."""
+    n = values.shape[0]
+    ends = np.r_[starts[1:], n]
     block = max(1, min(n_resamples, _BLOCK_ELEMENTS // max(n, 1)))
-    # a product per code and block costs ~3 us of calls, reduceat ~2.5 ns per weight and column (measured
-    # on 2 cores): products unless there are many codes per row of weights
+    # a product per run and block costs ~3 us of calls, reduceat ~2.5 ns per weight and column (measured
+    # on 2 cores): products unless there are many runs per row of weights
     long_runs = -(-n_resamples // block) * starts.size * 1200 < n_resamples * n * values.shape[1]
     out = np.empty((n_resamples, starts.size, values.shape[1]), dtype=np.float64)
     for start in range(0, n_resamples, block):
@@ -434,7 +481,7 @@ def poisson_sums(columns: np.ndarray, codes: np.ndarray, *, n_resamples: int,
             for j in range(1, values.shape[1]):
                 out[start:start + size, :, j] = np.add.reduceat(np.multiply(w, values[:, j], out=product), starts,
                                                                 axis=1)
-    return codes[starts], out[:, :, 1:], out[:, :, 0]
+    return out
 
 
 def grouped_means(columns: np.ndarray, groups: np.ndarray, n_groups: int, *, n_resamples: int,
@@ -666,9 +713,7 @@ def grouped_delong_draws(y: np.ndarray, probs_base: np.ndarray, probs_cand: np.n
         cov = np.array([[influence_covariance(sub_y, inf_b, inf_b, cls), influence_covariance(sub_y, inf_b, inf_c, cls)],
                         [0.0, influence_covariance(sub_y, inf_c, inf_c, cls)]])
         cov[1, 0] = cov[0, 1]
-        values, vectors = np.linalg.eigh(cov)
-        root = vectors * np.sqrt(np.maximum(values, 0.0))
-        draws = np.clip(np.array([auc_b, auc_c]) + rng.standard_normal((n_resamples, 2)) @ root.T, 0.0, 1.0)
+        draws = np.clip(np.array([auc_b, auc_c]) + rng.standard_normal((n_resamples, 2)) @ _root(cov).T, 0.0, 1.0)
         base[:, col], cand[:, col] = draws[:, 0], draws[:, 1]
     return cand, base
 

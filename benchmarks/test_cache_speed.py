@@ -12,12 +12,10 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import statistics
-import sys
 
 from conftest import SUMMARY
-from test_quality_speed import BARE, GATE_BATCH, ROUNDS, _env, _gate_executable, _load, _run
+from test_quality_speed import _env, _gate_executable, _load, _run, bare_batched, paired_rounds
 
 TARGET = 0.6
 
@@ -26,31 +24,14 @@ def test_warm_cache_gate_check_vs_bare_onnxruntime(benchmark, mlp_assets, tmp_pa
     a = mlp_assets
     env, cwd = _env(tmp_path), a.root
     out, cache = tmp_path / "report", tmp_path / "cache"
-    bare = [sys.executable, str(BARE), str(a.data), str(a.base), str(a.int8), "--mode", "batched",
-            "--batch-size", str(GATE_BATCH), "--input", "input", "--key", "pixels"]
+    bare = bare_batched(a)
     gate = [*_gate_executable(), "check", "--policy", str(a.policy), "--out", str(out), "--no-progress",
             "--cache", str(cache)]
     cold_s, _, proc = _run(gate, env, cwd)  # untimed in the ratio: fills the cache (and the page cache)
     assert proc.returncode in (0, 1), proc.stderr
     _run(bare, env, cwd)
-    times: dict[str, list[float]] = {"bare": [], "gate": []}
-    procs = []
     load_before = _load()
-
-    def setup():
-        seconds, _, proc = _run(bare, env, cwd)
-        assert proc.returncode == 0, proc.stderr
-        times["bare"].append(seconds)
-        shutil.rmtree(out, ignore_errors=True)
-
-    def run_gate():
-        seconds, _, proc = _run(gate, env, cwd)
-        times["gate"].append(seconds)
-        procs.append(proc)
-
-    benchmark.pedantic(run_gate, setup=setup, rounds=ROUNDS, iterations=1, warmup_rounds=0)
-    for proc in procs:
-        assert proc.returncode in (0, 1), proc.stderr
+    times, _ = paired_rounds(benchmark, bare, gate, env, cwd, out)
     report = json.loads((out / "report.json").read_text(encoding="utf-8"))
     assert report["provenance"]["cache"]["status"] == "hit"
     med = {k: statistics.median(v) for k, v in times.items()}

@@ -71,6 +71,35 @@ def _run(cmd: list[str], env: dict, cwd: Path) -> tuple[float, float, subprocess
     return seconds, _cpu_children() - cpu, proc
 
 
+def bare_batched(a) -> list[str]:
+    """The floor: the bare onnxruntime script over both models in batches of the gate's size."""
+    return [sys.executable, str(BARE), str(a.data), str(a.base), str(a.int8), "--mode", "batched",
+            "--batch-size", str(GATE_BATCH), "--input", "input", "--key", "pixels"]
+
+
+def paired_rounds(benchmark, bare: list[str], gate: list[str], env: dict, cwd, out) -> tuple[dict, list]:
+    """Each round: the bare script (timed in setup), then `gate` (the benchmark's measurement), as whole
+    processes. -> ({"bare": [s], "gate": [s]}, the gate's completed processes)."""
+    times: dict[str, list[float]] = {"bare": [], "gate": []}
+    procs: list[subprocess.CompletedProcess] = []
+
+    def setup():
+        seconds, _, proc = _run(bare, env, cwd)
+        assert proc.returncode == 0, proc.stderr
+        times["bare"].append(seconds)
+        shutil.rmtree(out, ignore_errors=True)
+
+    def run_gate():
+        seconds, _, proc = _run(gate, env, cwd)
+        times["gate"].append(seconds)
+        procs.append(proc)
+
+    benchmark.pedantic(run_gate, setup=setup, rounds=ROUNDS, iterations=1, warmup_rounds=0)
+    for proc in procs:
+        assert proc.returncode in (0, 1), f"gate check exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}"
+    return times, procs
+
+
 def _load() -> str:
     try:
         return " ".join(f"{x:.2f}" for x in os.getloadavg())

@@ -11,11 +11,8 @@ then each round times the bare script (batched) and a warm `gate check`.
 from __future__ import annotations
 
 import json
-import os
-import statistics
 
-from conftest import SUMMARY
-from test_quality_speed import _env, _gate_executable, _load, _run, bare_batched, paired_rounds
+from test_quality_speed import _env, _gate_executable, _load, _run, bare_batched, paired_rounds, ratio_summary
 
 TARGET = 0.6
 
@@ -34,14 +31,4 @@ def test_warm_cache_gate_check_vs_bare_onnxruntime(benchmark, mlp_assets, tmp_pa
     times, _ = paired_rounds(benchmark, bare, gate, env, cwd, out)
     report = json.loads((out / "report.json").read_text(encoding="utf-8"))
     assert report["provenance"]["cache"]["status"] == "hit"
-    med = {k: statistics.median(v) for k, v in times.items()}
-    ratio = med["gate"] / med["bare"]
-    benchmark.extra_info.update({"n_samples": a.n_samples, "bare_s": times["bare"], "gate_warm_s": times["gate"],
-                                 "gate_cold_s": cold_s, "ratio_median": ratio, "target": TARGET,
-                                 "loadavg_before": load_before, "loadavg_after": _load(), "cpus": os.cpu_count()})
-    lines = [f"warm cache, {a.n_samples:,} samples, {len(times['gate'])} rounds, load {load_before} -> {_load()}: "
-             f"bare pass of both models median {med['bare']:.2f} s, gate check (warm) {med['gate']:.2f} s, "
-             f"cold {cold_s:.2f} s; warm / bare = {ratio:.2f}x (target <= {TARGET}x: "
-             f"{'met' if ratio <= TARGET else 'NOT met'})"]
-    SUMMARY.extend(lines)
-    print("\n" + "\n".join(lines))
+    print("\n" + ratio_summary(benchmark, "warm cache", a, times, TARGET, load_before, gate_cold_s=cold_s))

@@ -100,6 +100,23 @@ def paired_rounds(benchmark, bare: list[str], gate: list[str], env: dict, cwd, o
     return times, procs
 
 
+def ratio_summary(benchmark, what: str, a, times: dict, target: float, load_before: str, **extra) -> str:
+    """The gate / bare ratio of medians of paired_rounds' times, into extra_info and the run's summary."""
+    med = {k: statistics.median(v) for k, v in times.items()}
+    ratio = med["gate"] / med["bare"]
+    pairs = [g / b for g, b in zip(times["gate"], times["bare"])]
+    benchmark.extra_info.update({"n_samples": a.n_samples, "bare_s": times["bare"], "gate_s": times["gate"],
+                                 "ratio_median": ratio, "ratio_per_pair": pairs, "target": target,
+                                 "loadavg_before": load_before, "loadavg_after": _load(), "cpus": os.cpu_count(),
+                                 **extra})
+    line = (f"{what}, {a.n_samples:,} samples, {len(times['gate'])} rounds, load {load_before} -> {_load()}: "
+            f"bare pass of both models median {med['bare']:.2f} s, gate check {med['gate']:.2f} s; gate / bare = "
+            f"{ratio:.2f}x (per pair {', '.join(f'{p:.2f}' for p in pairs)}; target <= {target}x: "
+            f"{'met' if ratio <= target else 'NOT met'})")
+    SUMMARY.append(line)
+    return line
+
+
 def _load() -> str:
     try:
         return " ".join(f"{x:.2f}" for x in os.getloadavg())

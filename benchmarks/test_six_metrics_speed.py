@@ -11,11 +11,8 @@ assertion); the policy is the assets' with those six rules instead of the qualit
 from __future__ import annotations
 
 import json
-import os
-import statistics
 
-from conftest import SUMMARY
-from test_quality_speed import _env, _gate_executable, _load, _run, bare_batched, paired_rounds
+from test_quality_speed import _env, _gate_executable, _load, _run, bare_batched, paired_rounds, ratio_summary
 
 TARGET = 1.5
 RULES = """rules:
@@ -45,15 +42,4 @@ def test_six_metrics_gate_check_vs_bare_onnxruntime(benchmark, mlp_assets, tmp_p
     report = json.loads((out / "report.json").read_text(encoding="utf-8"))
     judged = {r["metric"] for c in report["candidates"] for r in c["rules"]}
     assert judged == {"accuracy", "f1_macro", "balanced_accuracy", "roc_auc", "log_loss", "kl_divergence"}, judged
-    med = {k: statistics.median(v) for k, v in times.items()}
-    ratio = med["gate"] / med["bare"]
-    pairs = [g / b for g, b in zip(times["gate"], times["bare"])]
-    benchmark.extra_info.update({"n_samples": a.n_samples, "bare_s": times["bare"], "gate_s": times["gate"],
-                                 "ratio_median": ratio, "ratio_per_pair": pairs, "target": TARGET,
-                                 "loadavg_before": load_before, "loadavg_after": _load(), "cpus": os.cpu_count()})
-    lines = [f"six metrics judged, {a.n_samples:,} samples, {len(times['gate'])} rounds, load {load_before} -> "
-             f"{_load()}: bare pass of both models median {med['bare']:.2f} s, gate check {med['gate']:.2f} s; "
-             f"gate / bare = {ratio:.2f}x (per pair {', '.join(f'{p:.2f}' for p in pairs)}; target <= {TARGET}x: "
-             f"{'met' if ratio <= TARGET else 'NOT met'})"]
-    SUMMARY.extend(lines)
-    print("\n" + "\n".join(lines))
+    print("\n" + ratio_summary(benchmark, "six metrics judged", a, times, TARGET, load_before))

@@ -244,3 +244,14 @@ def test_ece_from_mixed_sums_agrees_with_the_weights():
     for q in (0.025, 0.975):
         assert abs(np.quantile(delta, q) - np.quantile(delta_w, q)) < 0.2 * sd, q
     assert delta.std() == pytest.approx(sd, rel=0.08)
+
+
+def test_an_offset_does_not_hide_a_skewed_spread_from_the_sums_check():
+    """Every value 1000 plus a rare spike: each raw Poisson sum looks normal (the offset dominates it), but
+    the mean's error is the sum of the centred values, which is as skewed as the spikes: weights, not draws."""
+    rng = np.random.default_rng(24)
+    spikes = np.where(rng.random(20_000) < 0.001, 50.0, 0.0)
+    rows = np.c_[np.ones(20_000), 1000.0 + spikes]
+    assert np.all(fast._power_sum_gap(rows, 3.0) <= fast.NORMAL_TOLERANCE)  # the raw sums alone would pass
+    assert not fast.sums_normal(rows)
+    assert fast.sums_normal(np.c_[np.ones(20_000), 1000.0 + rng.normal(size=20_000)])

@@ -437,19 +437,30 @@ SUMS_NORMAL_FROM = 1_000
 def sums_normal(rows: np.ndarray, z: float = _CHECK_Z) -> bool:
     """Whether the Poisson-bootstrap sums of these rows' columns (sum of w_i x_i, w_i Poisson(1)) are normal
     to within NORMAL_TOLERANCE sd at |z|: their r-th cumulant is the power sum of x^r, so skewness and
-    kurtosis are sum x^3 / (sum x^2)^1.5 and sum x^4 / (sum x^2)^2, and the Cornish-Fisher terms follow."""
+    kurtosis are sum x^3 / (sum x^2)^1.5 and sum x^4 / (sum x^2)^2, and the Cornish-Fisher terms follow.
+    What the callers take from the sums is a ratio (a mean: sum w x / sum w), whose error is the Poisson sum
+    of the centred values x - mean: those are checked too, or a large offset would hide a skewed spread
+    (every raw column of 1000 + rare spikes looks normal; its mean does not)."""
     if rows.shape[0] < SUMS_NORMAL_FROM or not np.all(np.isfinite(rows)):
         return False
-    squared = rows * rows
+    return bool(np.all(_power_sum_gap(rows, z) <= NORMAL_TOLERANCE) and
+                np.all(_power_sum_gap(rows - rows.mean(axis=0), z, scale=np.max(np.abs(rows), axis=0))
+                       <= NORMAL_TOLERANCE))
+
+
+def _power_sum_gap(x: np.ndarray, z: float, scale: np.ndarray | None = None) -> np.ndarray:
+    """Per column: the Cornish-Fisher distance (sd) between sum w_i x_i (w_i Poisson(1)) and its normal.
+    A column whose squares are rounding next to `scale` (a constant column, centred) is exactly normal."""
+    squared = x * x
     p2 = squared.sum(axis=0)
-    p3 = (squared * rows).sum(axis=0)
+    p3 = (squared * x).sum(axis=0)
     p4 = (squared * squared).sum(axis=0)
-    spread = p2 > 0
+    floor = 0.0 if scale is None else x.shape[0] * (1e-12 * scale) ** 2
+    spread = p2 > floor
     safe = np.where(spread, p2, 1.0)
     g = np.where(spread, p3 / safe ** 1.5, 0.0)
     k = np.where(spread, p4 / safe ** 2, 0.0)
-    gap = np.abs(g) * (z * z - 1.0) / 6.0 + k * abs(z ** 3 - 3.0 * z) / 24.0 + g * g * abs(2.0 * z ** 3 - 5.0 * z) / 36.0
-    return bool(np.all(gap <= NORMAL_TOLERANCE))
+    return np.abs(g) * (z * z - 1.0) / 6.0 + k * abs(z ** 3 - 3.0 * z) / 24.0 + g * g * abs(2.0 * z ** 3 - 5.0 * z) / 36.0
 
 
 def _root(cov: np.ndarray) -> np.ndarray:

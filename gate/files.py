@@ -59,12 +59,14 @@ def sha256_of(path: Path) -> str:
 
 
 def _identity(path: Path) -> tuple | None:
-    """What tells a file apart from a changed one without reading it (device, inode, size, mtime in ns)."""
+    """What tells a file apart from a changed one without reading it: device, inode, size, mtime and ctime in
+    ns. The ctime matters: `cp -p`, `rsync -t` and `tar x` rewrite a file and put its mtime back, but any
+    write moves the ctime, which no user can set."""
     try:
         st = os.stat(path)
     except OSError:
         return None
-    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns) if stat.S_ISREG(st.st_mode) else None
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns) if stat.S_ISREG(st.st_mode) else None
 
 
 def _hash_thread(path: Path, identity: tuple | None) -> Future:
@@ -99,7 +101,7 @@ def prefetch_sha256(path: Path) -> None:
 
 def sha256_in_background(path: Path) -> Future:
     """The file's sha256 as a future: the prefetched one when the file is the one prefetched and has not changed
-    since (device, inode, size and mtime), else a new thread."""
+    since (_identity), else a new thread."""
     identity = _identity(path)
     started = _STARTED.pop(os.path.abspath(path), None)
     if started is not None and identity is not None and started[0] == identity:

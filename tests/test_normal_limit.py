@@ -219,18 +219,19 @@ def test_sums_per_code_do_not_depend_on_the_order_of_the_samples():
 
 
 def test_ece_from_mixed_sums_agrees_with_the_weights():
-    """ece on 30,000 samples: its heavy bins drawn from the normal, its sparse bins weighted; the interval of
-    the difference agrees with the all-weights one within the tolerance the other fast methods meet."""
+    """ece on 30,000 samples of a recalibrated candidate: its heavy bins drawn from the normal, its sparse bins
+    weighted; the interval of the difference agrees with the all-weights one."""
     rng = np.random.default_rng(23)
     n = 30_000
     y = rng.integers(0, 2, n)
     conf_b = np.clip(rng.beta(8, 2, n), 0.5, 1.0)
     conf_c = np.clip(conf_b + rng.normal(0, 0.03, n), 0.5, 1.0)
     pred_b = np.where(rng.random(n) < conf_b, y, 1 - y)
-    pred_c = np.where(rng.random(n) < 0.97, pred_b, 1 - pred_b)
+    pred_c = pred_b.copy()  # the same answers, recalibrated: a difference without jumps (see the next test)
     columns, codes = fast.ece_columns(y, pred_b, conf_b, pred_c, conf_c)
     columns = np.asarray(columns, dtype=np.float64).reshape(n, -1)
-    drawn = [fast.sums_normal(np.c_[np.ones(np.sum(codes == k)), columns[codes == k]]) for k in np.unique(codes)]
+    drawn = [fast.sums_normal(np.c_[np.ones(np.sum(codes == k)), columns[codes == k]], ((1, 2),))
+             for k in np.unique(codes)]
     assert 3 <= sum(drawn) < len(drawn), "the case must mix normal and weighted bins"
     cand, base, method = fast.ece_distributions(y, pred_b, conf_b, pred_c, conf_c, n_resamples=4_000, seed=6)
     assert method == fast.PARTLY_NORMAL
@@ -300,3 +301,65 @@ def test_the_normal_limit_keeps_a_small_column_beside_large_ones():
     columns = np.stack([eb, ec - eb, eb ** 2, ec ** 2 - eb ** 2, eb ** 2, cy, cy ** 2], axis=1)
     draws = fast.normal_limit(columns, n_resamples=4_000, seed=1)
     assert np.std(draws[:, 1]) == pytest.approx(np.std(ec - eb) / math.sqrt(n), rel=0.06)
+
+
+def test_a_few_extra_mistakes_keep_ece_on_weights():
+    """Review 4: 10,000 samples at confidence 0.9, the candidate wrong on 3 more of them. Each model's column
+    alone looks normal, but the difference judged is a count of 3 jumps: the weights are kept, and the upper
+    end is the bootstrap's (the normal draws put it 9% too low: a pass at a bound between the two)."""
+    n = 10_000
+    y = np.zeros(n, dtype=np.int64)
+    conf = np.full(n, 0.9)
+    pred_b = np.where(np.arange(n) % 10 == 0, 1, 0)  # 90% right, as calibrated
+    pred_c = pred_b.copy()
+    pred_c[1:4] = 1  # three more mistakes
+    cand, base, method = fast.ece_distributions(y, pred_b, conf, pred_c, conf, n_resamples=2_000, seed=3)
+    assert method == fast.POISSON
+
+
+def test_a_gap_of_means_checks_the_candidates_difference_from_the_base():
+    """Review 4: mae by subgroup, the candidate the base plus 1000 on 3 rows of one subgroup of 3,000. Each
+    model's column passes the check alone; their difference (what the gap's delta reads) does not."""
+    rng = np.random.default_rng(28)
+    n = 3_000
+    base = np.abs(600 + 100 * rng.standard_normal(n))
+    cand = base.copy()
+    cand[:3] += 1000.0
+    rows = np.c_[np.ones(n), base, cand]
+    assert fast.sums_normal(rows)  # alone: normal
+    assert not fast.sums_normal(rows, ((1, 2),))
+    drawn = fast.poisson_sums(np.c_[base, cand], np.zeros(n, dtype=np.int64), n_resamples=200, seed=1,
+                              pairs=((0, 1),))
+    assert drawn.method == fast.POISSON
+
+
+@pytest.mark.parametrize("scale", [1e-170, 1.0, 1e150])
+def test_the_sums_keep_their_spread_at_any_magnitude(scale):
+    """Review 4: values near 1e-170 underflowed the power sums to 0, the code passed as normal with no spread
+    (a zero-width interval: a pass). Scaled before squaring, the spread is the same at every magnitude."""
+    rng = np.random.default_rng(29)
+    n = 5_000
+    values = scale * (1.0 + rng.standard_normal(n))
+    drawn = fast.poisson_sums(values[:, None], np.zeros(n, dtype=np.int64), n_resamples=2_000, seed=2)
+    means = drawn.sums[:, 0, 0] / drawn.totals[:, 0]
+    assert np.std(means / scale) == pytest.approx(np.std(values / scale) / math.sqrt(n), rel=0.08)
+
+
+def test_the_delong_pool_is_made_again_in_a_forked_child():
+    """Review 4: a fork copies the two sorting threads' pool but not the threads; a child's DeLong waited
+    forever. The child must finish (it gets its own pool)."""
+    import multiprocessing
+
+    rng = np.random.default_rng(30)
+    y = rng.integers(0, 10, 30_000)
+    probs = rng.dirichlet(np.ones(10), size=30_000)
+    first = fast.auc_components(y, probs)[0]  # the parent's pool exists now
+    assert fast._POOL
+    ctx = multiprocessing.get_context("fork")
+    with ctx.Pool(1) as pool:
+        result = pool.apply_async(_child_auc, (y, probs))
+        assert result.get(timeout=60) == first
+
+
+def _child_auc(y, probs):
+    return fast.auc_components(y, probs)[0]

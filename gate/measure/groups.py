@@ -138,9 +138,10 @@ def _gap_distributions(name: str, base: Predictions, cand: Predictions, y: np.nd
                   fast.from_counts(name, c.tp_base, c.support, c.predicted_base, c.labels))
     elif spec.resample in (fast.MEAN, fast.MOMENTS):
         columns_b, columns_c = moment_columns(name, base, y), moment_columns(name, cand, y)
-        means, method = fast.grouped_means(np.concatenate([columns_b, columns_c], axis=1), codes, k,
-                                           n_resamples=bootstrap, seed=seed)
         width = columns_b.shape[1]
+        means, method = fast.grouped_means(np.concatenate([columns_b, columns_c], axis=1), codes, k,
+                                           n_resamples=bootstrap, seed=seed,
+                                           pairs=tuple((j, j + width) for j in range(width)))
         values = (from_moments(name, means[..., width:]), from_moments(name, means[..., :width]))
     elif spec.resample == fast.BINS:
         *values, method = fast.ece_distributions(y, base.pred, base.top_prob, cand.pred, cand.top_prob,

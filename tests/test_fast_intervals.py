@@ -85,6 +85,20 @@ def test_counts_reproduce_every_confusion_metric(k):
         quality.f1_macro(_preds(pb - 3), y - 3), abs=1e-12)
 
 
+@pytest.mark.parametrize("shift", [0, -3, 70_000])
+def test_the_joint_cells_are_counted_as_sorting_would_count_them(shift):
+    """Class indices (0..k-1, below 65,536) are counted by bincount; other labels (negative, large) sorted. Both
+    give np.unique's cells and counts, in content order."""
+    rng = np.random.default_rng(3)
+    y, pb, pc = (v + shift for v in _classification(rng, 5_000, 6))
+    labels, cells, counts = fast.joint_cells(y, pb, pc)
+    all_labels, inverse = np.unique(np.r_[y, pb, pc], return_inverse=True)
+    n, k = len(y), len(all_labels)
+    codes, want = np.unique((inverse[:n] * k + inverse[n:2 * n]) * k + inverse[2 * n:], return_counts=True)
+    assert np.array_equal(labels, all_labels) and np.array_equal(counts, want)
+    assert all(np.array_equal(a, b) for a, b in zip(cells, ((codes // (k * k)) % k, (codes // k) % k, codes % k)))
+
+
 def test_each_resample_is_the_metric_of_its_counts():
     """A multinomial draw of the cells is a resample of the samples: rebuilding the samples from the drawn
     counts and calling the metric gives the same value."""

@@ -74,16 +74,38 @@ def joint_cells(y: np.ndarray, pred_base: np.ndarray, pred_cand: np.ndarray, gro
     """(labels, cell class indices (true, base, candidate), cell counts), cells in content order; with
     `groups` (a subgroup index 0.. per sample) the subgroup is a fourth key, its index last in the tuple."""
     n = len(y)
-    labels, inverse = np.unique(np.concatenate([np.asarray(y).reshape(-1), np.asarray(pred_base).reshape(-1),
-                                                np.asarray(pred_cand).reshape(-1)]), return_inverse=True)
-    inverse = inverse.reshape(-1).astype(np.int64)
+    parts = [np.asarray(v).reshape(-1) for v in (y, pred_base, pred_cand)]
+    small = all(np.issubdtype(v.dtype, np.integer) for v in parts) and n and \
+        min(int(v.min()) for v in parts) >= 0 and max(int(v.max()) for v in parts) < _DIRECT_LABELS
+    if small:  # class indices: labels by counting, cells by bincount (sorting 3n values cost 150 MB at 1M)
+        seen = np.zeros(_DIRECT_LABELS, dtype=bool)
+        for v in parts:
+            seen[np.unique(v) if v.size < 64 else np.flatnonzero(np.bincount(v))] = True
+        labels = np.flatnonzero(seen)
+        index = np.cumsum(seen) - 1
+        y_i, b_i, c_i = (index[v] for v in parts)
+    else:
+        labels, inverse = np.unique(np.concatenate(parts), return_inverse=True)
+        inverse = inverse.reshape(-1).astype(np.int64)
+        y_i, b_i, c_i = inverse[:n], inverse[n:2 * n], inverse[2 * n:]
     k = len(labels)
-    code = (inverse[:n] * k + inverse[n:2 * n]) * k + inverse[2 * n:]
+    code = (y_i * k + b_i) * k + c_i
     if groups is not None:
         code = code + np.asarray(groups, dtype=np.int64).reshape(-1) * k ** 3
-    cells, counts = np.unique(code, return_counts=True)
+    cells, counts = np.unique(code, return_counts=True) if code.size and (groups is not None or k ** 3 > 4 * n) \
+        else _counted(code, k ** 3)
     index = ((cells // (k * k)) % k, (cells // k) % k, cells % k)
     return labels, index + ((cells // k ** 3,) if groups is not None else ()), counts
+
+
+_DIRECT_LABELS = 1 << 16  # non-negative integer labels below this are counted, not sorted
+
+
+def _counted(code: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(the codes present, their counts) as np.unique(return_counts=True) gives them, by one bincount."""
+    counts = np.bincount(code, minlength=size)
+    cells = np.flatnonzero(counts)
+    return cells, counts[cells]
 
 
 def _class_sums(draws: np.ndarray, keys: np.ndarray, k: int) -> np.ndarray:
@@ -301,9 +323,10 @@ def normal_limit_holds(columns: np.ndarray, pairs: list[tuple] = ()) -> bool:
     n = columns.shape[0]
     if n < NORMAL_FROM or not np.all(np.isfinite(columns)):
         return False
-    sums = [columns[:, first] + columns[:, second] for first, second in pairs]
-    checked = np.concatenate([columns, *(s.reshape(n, -1) for s in sums)], axis=1) if sums else columns
-    return bool(np.all(cornish_fisher_gap(checked) <= NORMAL_TOLERANCE))
+    # a column at a time: the check's temporaries stay a few vectors long (at 1M x 6 they were 300 MB)
+    checked = (columns[:, [j]] for j in range(columns.shape[1]))
+    sums = ((columns[:, first] + columns[:, second]).reshape(n, -1) for first, second in pairs)
+    return all(np.all(cornish_fisher_gap(x) <= NORMAL_TOLERANCE) for x in (*checked, *sums))
 
 
 def normal_limit(columns: np.ndarray, *, n_resamples: int, seed: int) -> np.ndarray:
@@ -313,7 +336,7 @@ def normal_limit(columns: np.ndarray, *, n_resamples: int, seed: int) -> np.ndar
     columns = np.asarray(columns, dtype=np.float64)
     n = columns.shape[0]
     centre = columns.mean(axis=0)
-    root = _root_of_products(columns - centre) / n
+    root = _root_of_products(columns, centre) / n
     rng = np.random.Generator(np.random.PCG64(seed))
     return centre + rng.standard_normal((n_resamples, columns.shape[1])) @ root.T
 
@@ -335,25 +358,28 @@ def shared_mean_distributions(key: tuple, columns: dict[str, tuple[np.ndarray, n
         if len(cached_key) == len(key) and all(a is b for a, b in zip(cached_key, key)):
             return cached
     names = sorted(columns)
-    stack, slots, width = [], {}, 0
-    for name in names:
+    slots, width, n = {}, 0, None
+    for name in names:  # the place of every column first, then one array filled in place (no stacked copies)
         cand, base = columns[name]
-        cand = np.asarray(cand, dtype=np.float64)
-        flat = cand.ndim == 1
-        cand = cand.reshape(len(cand), -1)
-        c = cand.shape[1]
+        n = len(cand)
+        c = int(np.prod(np.shape(cand)[1:], dtype=np.int64))
+        flat = np.ndim(cand) == 1
         first = slice(width, width + c) if not flat else width
-        if base is None:
-            slots[name] = (first, None)
-            stack.append(cand)
-            width += c
+        second = None if base is None else (slice(width + c, width + 2 * c) if not flat else width + 1)
+        slots[name] = (first, second)
+        width += c if base is None else 2 * c
+    values = np.empty((n or 0, width), dtype=np.float64)
+    for name, (first, second) in slots.items():
+        cand, base = columns[name]
+        cand = np.asarray(cand, dtype=np.float64).reshape(n, -1)
+        if isinstance(first, int):  # a per-sample vector: one column
+            cand = cand[:, 0]
+        if second is None:
+            values[:, first] = cand
         else:
             base = np.asarray(base, dtype=np.float64).reshape(cand.shape)
-            second = slice(width + c, width + 2 * c) if not flat else width + 1
-            slots[name] = (first, second)
-            stack += [base, cand - base]  # the difference as its own column: no cancellation error
-            width += 2 * c
-    values = np.concatenate(stack, axis=1)
+            values[:, first] = base
+            values[:, second] = cand - base  # the difference as its own column: no cancellation error
     values = values[row_order(values)]
     if normal_limit_holds(values, [(first, second) for first, second in slots.values() if second is not None]):
         means, method = normal_limit(values, n_resamples=n_resamples, seed=seed), NORMAL_LIMIT
@@ -516,13 +542,23 @@ def _power_sum_gap(x: np.ndarray, z: float, scale: np.ndarray | None = None) -> 
     return np.where(np.isfinite(gap), gap, np.inf)
 
 
-def _root_of_products(x: np.ndarray) -> np.ndarray:
-    """A square root of x^T x, formed from columns scaled to a range of 1 and scaled back after factoring:
-    x^T x itself underflows for values near 1e-170 (and overflows near 1e170)."""
-    top = np.max(np.abs(x), axis=0)
+_ROWS_AT_ONCE = 65_536
+
+
+def _root_of_products(x: np.ndarray, centre: np.ndarray | None = None) -> np.ndarray:
+    """A square root of (x - centre)^T (x - centre), formed from columns scaled to a range of 1 and scaled back
+    after factoring (the products themselves underflow for values near 1e-170 and overflow near 1e170), summed
+    over blocks of rows (no full-size temporaries; the same blocks every time, so the same bits)."""
+    centre = np.zeros(x.shape[1]) if centre is None else centre
+    top = np.zeros(x.shape[1])
+    for start in range(0, x.shape[0], _ROWS_AT_ONCE):
+        top = np.maximum(top, np.max(np.abs(x[start:start + _ROWS_AT_ONCE] - centre), axis=0, initial=0.0))
     top = np.where(top > 0, top, 1.0)
-    scaled = x / top
-    return _root(scaled.T @ scaled) * top[:, None]
+    products = np.zeros((x.shape[1], x.shape[1]))
+    for start in range(0, x.shape[0], _ROWS_AT_ONCE):
+        scaled = (x[start:start + _ROWS_AT_ONCE] - centre) / top
+        products += scaled.T @ scaled
+    return _root(products) * top[:, None]
 
 
 def _root(cov: np.ndarray) -> np.ndarray:

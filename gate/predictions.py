@@ -279,6 +279,11 @@ def label_indices(labels: np.ndarray | None, classes: Classes | None, *, data: s
     there is not is refused, by name. Integer labels are indices otherwise (checked against the scores later)."""
     if labels is None:
         return None
+    if labels.dtype.kind == "u":  # unsigned labels meet signed predictions in sums: uint64 + int64 is float64
+        if labels.size and int(labels.max()) > np.iinfo(np.int64).max:
+            raise GateInputError(f"holds the label {int(labels.max())}, beyond any class index", path=data,
+                                 fix="store the labels as class indices 0..k-1")
+        labels = labels.astype(np.int64)
     text = labels.dtype.kind in "USO"
     if not text and not (np.issubdtype(labels.dtype, np.integer) and classes is not None and
                          not classes.are_indices and all(isinstance(c, int) for c in classes.names)):

@@ -341,3 +341,32 @@ def test_a_long_repeated_word_is_sized_before_it_becomes_numpy_text(tmp_path, mo
     assert (tmp_path / "data.parquet").stat().st_size < 1_000_000  # N * 100k chars * 4 bytes = 48 MB as numpy
     refused(gate_check(tmp_path, models, "data.parquet", groups=[], rules=RULES[:1], max_file_mb=1), "data.parquet",
             "column 'note'", "over 1 MB")
+
+
+LABEL_RULES = [{"metric": "balanced_accuracy", "max_drop": 0.05}, {"metric": "f1_macro", "max_drop": 0.05},
+               {"metric": "accuracy", "per": "group", "max_drop": 0.15, "min_samples": 10}]
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "uint16", "uint32", "uint64", "int8", "int32"])
+def test_labels_of_any_integer_type_give_the_int64_verdict_and_numbers(tmp_path, models, dtype):
+    """Review 5: uint64 labels met int64 predictions in y * k + pred, which numpy makes float64: a traceback
+    (exit 3) in the confusion matrix. Every integer type of label gives the int64 labels' report."""
+    runs = {}
+    for kind in ("int64", dtype):
+        folder = tmp_path / kind
+        folder.mkdir()
+        np.savez(folder / "data.npz", idx=np.arange(N, dtype=np.int64), label=S.y.astype(kind), region=REGIONS,
+                 device=DEVICES, tier=TIERS)
+        result = gate_check(folder, models, "data.npz", rules=LABEL_RULES, inputs={"idx": "idx"})
+        assert result.code in (0, 1) and "Traceback" not in result.stderr, (kind, result)
+        runs[kind] = numbers(folder)
+    assert runs[dtype] == runs["int64"]
+
+
+def test_a_uint64_label_beyond_any_class_index_is_refused_by_value(tmp_path, models):
+    label = S.y.astype(np.uint64)
+    label[7] = np.iinfo(np.uint64).max
+    np.savez(tmp_path / "data.npz", idx=np.arange(N, dtype=np.int64), label=label, region=REGIONS, device=DEVICES,
+             tier=TIERS)
+    result = gate_check(tmp_path, models, "data.npz", rules=LABEL_RULES, inputs={"idx": "idx"})
+    assert result.code == 2 and str(np.iinfo(np.uint64).max) in result.stderr, result

@@ -110,9 +110,7 @@ def test_interval_time_old_vs_new(benchmark, outputs):
     def run_new():
         # a fresh pipeline run: nothing cached from the previous round (the base's AUC components and the
         # shared weights of the per-sample means are cached within one run, across metrics and candidates)
-        fast._BASE_CACHE.clear()
-        fast._SHARED_CACHE.clear()
-        fast._CELL_CACHE.clear()
+        fast.clear_caches()
         for name in METRICS:
             start = time.perf_counter()
             results[name] = _new(name, base, cand, agreement, y)
@@ -233,9 +231,7 @@ def test_interval_time_old_vs_new_remaining_metrics(benchmark, outputs):
     results = {}
 
     def run_new():
-        fast._BASE_CACHE.clear()
-        fast._SHARED_CACHE.clear()
-        fast._CELL_CACHE.clear()
+        fast.clear_caches()
         for name, (new, _) in cases.items():
             start = time.perf_counter()
             results[name] = new()

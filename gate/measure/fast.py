@@ -734,6 +734,13 @@ def auc_components(y: np.ndarray, probs: np.ndarray) -> tuple[float, np.ndarray 
     return float(np.mean(aucs)), influence / k
 
 
+def clear_caches() -> None:
+    """Forget every result kept across metrics of one run (the base's AUC components, the shared means, the
+    shared cell draws): a benchmark's next round is then a fresh run."""
+    for cache in (_BASE_CACHE, _SHARED_CACHE, _CELL_CACHE):
+        cache.clear()
+
+
 _THREADED_FROM = 200_000  # samples x classes: below this a thread costs more than it saves
 _RENORMALISE_AT_ONCE = 2_000_000  # scores: above this the row sums are taken a class at a time
 _POOL: list = []

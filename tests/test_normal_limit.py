@@ -371,3 +371,30 @@ def test_the_delong_pool_is_made_again_in_a_forked_child():
 
 def _child_auc(y, probs):
     return fast.auc_components(y, probs)[0]
+
+
+def test_r2s_interval_is_the_same_for_a_shuffled_file():
+    """Review 5: r2's columns centred the target by its mean in file order, so a shuffled file moved r2's interval
+    in the 13th digit; the mean is now taken over the sorted target."""
+    from gate.measure.compare import compare
+    from gate.predictions import Predictions
+
+    rng = np.random.default_rng(4)
+    n = 12_000
+    y = rng.normal(3e3, 50, n)
+    base = y + rng.normal(0, 5, n)
+    cand = base + rng.normal(0, 1, n)
+
+    def values(v):
+        return Predictions(kind="values", pred=None, values=v[:, None], true_prob=None, true_rank=None, probs=None,
+                           n_classes=None)
+
+    def interval(p):
+        fast.clear_caches()
+        m = compare("r2", base=values(base[p]), cand=values(cand[p]), agreement=None, y=y[p], task="regression",
+                    confidence=0.95, bootstrap=500, seed=0, with_interval=True)
+        return m.delta_interval, m.candidate_interval, m.evidence["delta_grid"]
+
+    first = interval(np.arange(n))
+    for _ in range(3):
+        assert interval(rng.permutation(n)) == first

@@ -185,7 +185,9 @@ def moment_columns(name: str, p: Predictions, y: np.ndarray) -> np.ndarray | Non
         yy = np.asarray(y, dtype=np.float64).reshape(len(y), -1)
         # the variance as mean(c^2) - mean(c)^2 of a centred c: no cancellation; one target for every output
         # broadcasts as in r2
-        centred = np.broadcast_to(yy - yy.mean(axis=0), squared.shape)
+        # the target's mean over its sorted values: the same bits in any order of the samples, so r2's interval is
+        # the same for a shuffled file (its resamples are drawn in content order)
+        centred = np.broadcast_to(yy - np.sort(yy, axis=0).mean(axis=0), squared.shape)
         return np.concatenate([squared, centred, centred ** 2], axis=1)
     values = per_sample(name, p, y)
     return None if values is None else values.reshape(-1, 1)

@@ -129,21 +129,12 @@ def test_interval_time_old_vs_new(benchmark, outputs):
 
     lines = [f"{n:,} samples, MLP 784-512-512-10 vs its int8 twin, {RESAMPLES} resamples; old method timed on "
              f"{OLD_RESAMPLES} resamples and scaled x{RESAMPLES / OLD_RESAMPLES:g}; new: best of {ROUNDS}"]
-    total_old = total_new = 0.0
-    info = {}
-    for name in METRICS:
-        new = min(new_times[name])
-        total_old += old_times[name]
-        total_new += new
-        r = results[name]
-        iv = r.delta_interval if r.delta_interval is not None else r.candidate_interval
-        lines.append(f"  {name:18s} old {old_times[name]:8.2f} s   new {new:7.3f} s   "
-                     f"old/new {old_times[name] / new:8.1f}x   interval [{iv.low:+.5f}, {iv.high:+.5f}] ({iv.method})")
-        info[name] = {"old_s": old_times[name], "new_s": new, "ratio": old_times[name] / new}
-    lines.append(f"  {'all six':18s} old {total_old:8.2f} s   new {total_new:7.3f} s   old/new "
-                 f"{total_old / total_new:8.1f}x")
-    benchmark.extra_info.update({"n_samples": n, "resamples": RESAMPLES, "old_resamples": OLD_RESAMPLES,
-                                 "metrics": info, "total_old_s": total_old, "total_new_s": total_new})
+    def shown(name):
+        iv = results[name].delta_interval if results[name].delta_interval is not None else \
+            results[name].candidate_interval
+        return f"interval [{iv.low:+.5f}, {iv.high:+.5f}] ({iv.method})"
+
+    _old_vs_new(benchmark, lines, METRICS, old_times, new_times, shown, total="all six", n=n)
     SUMMARY.extend(["intervals: old index bootstrap vs sufficient statistics", *lines])
     print("\n" + "\n".join(lines))
 
@@ -247,24 +238,33 @@ def test_interval_time_old_vs_new_remaining_metrics(benchmark, outputs):
 
     lines = [f"{n:,} samples, {RESAMPLES} resamples, 4 subgroups; old method timed on {OLD_RESAMPLES} resamples and "
              f"scaled x{RESAMPLES / OLD_RESAMPLES:g}; new: best of {ROUNDS}"]
-    info = {}
+    def shown(name):
+        iv, old_iv = results[name].delta_interval, old_results[name].delta_interval
+        return (f"delta [{iv.low:+.5f}, {iv.high:+.5f}] (old, {OLD_RESAMPLES} resamples: "
+                f"[{old_iv.low:+.5f}, {old_iv.high:+.5f}])")
+
+    _old_vs_new(benchmark, lines, cases, old_times, new_times, shown, total="all", n=n)
+    SUMMARY.extend(["intervals, remaining metrics: old index bootstrap vs sufficient statistics", *lines])
+    print("\n" + "\n".join(lines))
+
+
+def _old_vs_new(benchmark, lines: list, names, old_times: dict, new_times: dict, shown, *, total: str, n: int):
+    """One line per metric (old time, best new time, their ratio, what shown(name) says) and a total, into
+    `lines` and the benchmark's extra_info."""
+    width = max(len(total), *(len(name) for name in names))
     total_old = total_new = 0.0
-    for name in cases:
+    info = {}
+    for name in names:
         new = min(new_times[name])
         total_old += old_times[name]
         total_new += new
-        iv = results[name].delta_interval
-        old_iv = old_results[name].delta_interval
-        lines.append(f"  {name:30s} old {old_times[name]:8.2f} s   new {new:7.3f} s   old/new "
-                     f"{old_times[name] / new:7.1f}x   delta [{iv.low:+.5f}, {iv.high:+.5f}] "
-                     f"(old, {OLD_RESAMPLES} resamples: [{old_iv.low:+.5f}, {old_iv.high:+.5f}])")
+        lines.append(f"  {name:{width}s} old {old_times[name]:8.2f} s   new {new:7.3f} s   old/new "
+                     f"{old_times[name] / new:8.1f}x   {shown(name)}")
         info[name] = {"old_s": old_times[name], "new_s": new, "ratio": old_times[name] / new}
-    lines.append(f"  {'all':30s} old {total_old:8.2f} s   new {total_new:7.3f} s   old/new "
-                 f"{total_old / total_new:7.1f}x")
+    lines.append(f"  {total:{width}s} old {total_old:8.2f} s   new {total_new:7.3f} s   old/new "
+                 f"{total_old / total_new:8.1f}x")
     benchmark.extra_info.update({"n_samples": n, "resamples": RESAMPLES, "old_resamples": OLD_RESAMPLES,
                                  "metrics": info, "total_old_s": total_old, "total_new_s": total_new})
-    SUMMARY.extend(["intervals, remaining metrics: old index bootstrap vs sufficient statistics", *lines])
-    print("\n" + "\n".join(lines))
 
 
 def _old_overall(name: str, base, cand, agreement, y, resamples: int):

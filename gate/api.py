@@ -344,14 +344,21 @@ def _raise_render_errors(result: GateResult, templates) -> None:
 
 
 def stopping_rule(policy: Policy):
-    """The timed loop's stopping rule, handed to the pipeline: the judge's own decision on the numbers so far,
-    True when no rule is inconclusive on them (measurement never imports the judge)."""
-    from gate.judge import INCONCLUSIVE, evaluate
+    """The timed loop's and the sequential looks' stopping rule, handed to the pipeline: the judge's own
+    decision on the numbers so far, True when no rule is inconclusive on them (measurement never imports the
+    judge). grouped and families: a look's subgroups and its FamilyLook per rule over subgroups."""
+    from gate.judge import INCONCLUSIVE, evaluate, family_decided
 
-    def settled(rules, metrics) -> bool:
-        return not any(evaluate(rule, cand.get(rule.metric), confidence=policy.confidence,
-                                inconclusive=policy.inconclusive).status == INCONCLUSIVE
-                       for cand in metrics.values() for rule in rules)
+    def settled(rules, metrics, *, grouped=None, families=None) -> bool:
+        for name, cand in metrics.items():
+            for rule in rules:
+                if rule.grouped:
+                    if not family_decided(policy, rule, grouped[name], families[rule.index]):
+                        return False
+                elif evaluate(rule, cand.get(rule.metric), confidence=policy.confidence,
+                              inconclusive=policy.inconclusive).status == INCONCLUSIVE:
+                    return False
+        return True
     return settled
 
 

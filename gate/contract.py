@@ -512,6 +512,27 @@ def _check_cache(x, path: str) -> None:
     _str(x.get("note"), _at(path, "note"), null=True)
 
 
+def _check_sequential(x, path: str) -> None:
+    """What the judge reads of the looks (judge._sequential_families): a plan it can rebuild, the look that
+    stopped the run, and each rule's number of tests."""
+    if _obj(x, path, required=("fractions", "alpha", "spending", "look"), null=True) is None:
+        return
+    from gate.measure.sequential import plan
+
+    try:
+        fractions = tuple(x["fractions"]) if isinstance(x["fractions"], list) else None
+        looks = plan(fractions, x["alpha"], x["spending"]).looks
+    except (TypeError, ValueError) as exc:
+        raise _Bad(f"{path} does not describe looks the gate can plan: {exc}") from None
+    look = x["look"]
+    if not (isinstance(look, int) and not isinstance(look, bool) and 1 <= look <= looks):
+        raise _Bad(f"{_at(path, 'look')} must be a look number from 1 to {looks}; got {_show(look)}")
+    for key, tests in _obj(x.get("tests", {}), _at(path, "tests")).items():
+        if not (key.isdigit() and isinstance(tests, int) and not isinstance(tests, bool) and tests >= 1):
+            raise _Bad(f"{_at(path, 'tests')} must map rule numbers to a count of tests (at least 1); got "
+                       f"{_show(key)}: {_show(tests)}")
+
+
 def results_problem(doc) -> str | None:
     """The first thing wrong with a results.json document (as parsed), or None. The format is checked first."""
     from gate.measurements import CandidateMeasurements, Measurements, MetricResult, ModelInfo  # numpy
@@ -540,6 +561,7 @@ def results_problem(doc) -> str | None:
         provenance = _obj(body["provenance"], "gate_results.provenance")
         _obj(provenance.get("host"), "gate_results.provenance.host", null=True)
         _check_cache(provenance.get("cache"), "gate_results.provenance.cache")
+        _check_sequential(provenance.get("sequential"), "gate_results.provenance.sequential")
         target = _obj(provenance.get("target"), "gate_results.provenance.target", null=True)
         if target is not None and "name" in target:
             _str(target["name"], "gate_results.provenance.target.name")

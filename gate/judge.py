@@ -380,15 +380,22 @@ def _test_entries(rule: Rule, members: list[_Member], label: str) -> list[_Test]
     return out
 
 
-def _correct(rule: Rule, tests: list[_Test], *, label: str, confidence: float, correction: str) -> list[_Test]:
+def _correct(rule: Rule, tests: list[_Test], *, label: str, confidence: float, correction: str,
+             family=None) -> list[_Test]:
     """The family-wise correction over the judged tests: each one's decision, samples_needed and reason.
-    A subgroup beyond the bound on its own but not after the correction is undecided, and says so."""
+    A subgroup beyond the bound on its own but not after the correction is undecided, and says so.
+    family: a sequential look's FamilyLook (gate/measure/sequential.py): a subgroup fails only at its
+    Bonferroni share of the look's fail-side level, planned over the family's size on all the samples."""
     judged = [t for t in tests if t.frame is not None]
-    alpha = (1.0 - confidence) / 2.0  # each side of a two-sided interval
-    rejected = iter(stats.holm_rejections([t.entry["p_value"] for t in judged], alpha, correction)
-                    if judged else [])
-    size = len(judged)
-    corrected = correction != "none" and size >= 2
+    p_values = [t.entry["p_value"] for t in judged]
+    if family is not None:
+        rejected = iter([p is not None and p <= family.fail_alpha for p in p_values])
+        size = family.tests
+    else:
+        alpha = (1.0 - confidence) / 2.0  # each side of a two-sided interval
+        rejected = iter(stats.holm_rejections(p_values, alpha, correction) if judged else [])
+        size = len(judged)
+    corrected = family is not None or (correction != "none" and size >= 2)
     out = []
     for t in tests:
         if t.frame is None:
@@ -409,14 +416,20 @@ def _correct(rule: Rule, tests: list[_Test], *, label: str, confidence: float, c
         if alone_beyond:
             # the printed interval is this subgroup's own; say plainly that the correction decided
             reason = _reason(f, FAIL, confidence, label, samples, m.n) + \
-                f", but not after the {correction} correction over {size} tests ({p_text}), so undecided" + \
-                _advice(samples, m.n)
+                f", but not {_corrected(correction, size, p_text, family)}, so undecided" + _advice(samples, m.n)
         else:
-            suffix = f"; still beyond after the {correction} correction over {size} tests ({p_text})" \
+            suffix = f"; still beyond {_corrected(correction, size, p_text, family)}" \
                 if corrected and decision == FAIL else ""
             reason = _reason(f, decision, confidence, label, samples, m.n, suffix)
         out.append(t._replace(entry={**t.entry, "status": decision, "samples_needed": samples, "reason": reason}))
     return out
+
+
+def _corrected(correction: str, size: int, p_text: str, family) -> str:
+    if family is None:
+        return f"after the {correction} correction over {size} tests ({p_text})"
+    share = f"its share of look {family.look}'s level" + (f" over {size} subgroup tests" if size >= 2 else "")
+    return f"at {share} ({p_text}, at most {family.fail_alpha:.2g} needed)"
 
 
 def _family_decision(statuses: list[str]) -> str:
@@ -496,9 +509,12 @@ def _every(rule: Rule) -> str:
 
 
 def evaluate_grouped(rule: Rule, cand: CandidateMeasurements, *, confidence: float, inconclusive: str,
-                     correction: str, small_groups: str) -> RuleResult:
-    """A rule over many subgroups: one family of tests, family-wise error held by `correction`.
+                     correction: str, small_groups: str, family=None) -> RuleResult:
+    """A rule over many subgroups: one family of tests, family-wise error held by `correction`, or at a
+    sequential look by `family` (a FamilyLook: its level, and each subgroup's share of the fail side).
     _family (the tests) -> _test_entries (frames, p-values) -> _correct (decisions) -> _aggregate (the rule)."""
+    if family is not None:
+        confidence = family.confidence
     members = _family(rule, cand)
     if not members and rule.per == "perturbation":
         return _error(rule, f"{rule.text}: nothing was measured under perturbations (list them under "
@@ -507,8 +523,20 @@ def evaluate_grouped(rule: Rule, cand: CandidateMeasurements, *, confidence: flo
         return _error(rule, f"{rule.text}: there are no subgroups to judge (check data.groups)", None)
     label = f"{rule.metric} gap" if rule.scope == "gap" else rule.metric
     tests = _test_entries(rule, members, label)
-    decided = _correct(rule, tests, label=label, confidence=confidence, correction=correction)
+    decided = _correct(rule, tests, label=label, confidence=confidence, correction=correction, family=family)
     return _aggregate(rule, decided, inconclusive=inconclusive, small_groups=small_groups)
+
+
+def family_decided(policy: Policy, rule: Rule, cand: CandidateMeasurements, family) -> bool:
+    """Whether a rule over subgroups is decided at a sequential look (family: its FamilyLook): a subgroup
+    failed, or every subgroup judgeable on all the samples passed. A subgroup the look could not judge (too
+    small or absent in its samples, or no interval yet) keeps the family open."""
+    result = evaluate_grouped(rule, cand, confidence=policy.confidence, inconclusive=policy.inconclusive,
+                              correction=policy.correction, small_groups=policy.small_groups, family=family)
+    statuses = {(e["grouping"], e["group"]): e["status"] for e in result.groups}
+    if FAIL in statuses.values():
+        return True
+    return all(statuses.get(pair) == PASS for pair in family.required)
 
 
 def _samples(spec, m: MetricResult, *, observed, low, high, margin, confidence, relative, scale,
@@ -558,13 +586,15 @@ def nonfinite_text(nonfinite: dict) -> str:
             f"(first sample indices: {first}{more})")
 
 
-def _judge_rule(policy: Policy, rule: Rule, cand: CandidateMeasurements, confidence: float) -> RuleResult:
+def _judge_rule(policy: Policy, rule: Rule, cand: CandidateMeasurements, confidence: float,
+                looked=None) -> RuleResult:
     if cand.nonfinite and _from_samples(rule):
         # a NaN row would count as class 0 and pass unnoticed: nothing computed from outputs is trusted
         return _error(rule, f"{nonfinite_text(cand.nonfinite)}; {rule.metric} cannot be judged", None)
     if rule.grouped:
         return evaluate_grouped(rule, cand, confidence=confidence, inconclusive=policy.inconclusive,
-                                correction=policy.correction, small_groups=policy.small_groups)
+                                correction=policy.correction, small_groups=policy.small_groups,
+                                family=looked(rule, cand) if looked else None)
     if rule.target:
         return _on_target(rule, cand, confidence=confidence, inconclusive=policy.inconclusive)
     if rule.vs != "base":
@@ -572,12 +602,15 @@ def _judge_rule(policy: Policy, rule: Rule, cand: CandidateMeasurements, confide
     return evaluate(rule, cand.metrics.get(rule.metric), confidence=confidence, inconclusive=policy.inconclusive)
 
 
-def judge_candidate(policy: Policy, cand: CandidateMeasurements, *, confidence: float) -> CandidateVerdict:
+def judge_candidate(policy: Policy, cand: CandidateMeasurements, *, confidence: float,
+                    looked=None) -> CandidateVerdict:
+    """looked(rule, cand): the FamilyLook a rule over subgroups is judged by when the samples were judged in
+    sequential looks (see _sequential_families), or None."""
     if cand.error:
         rules = tuple(replace(_error(rule, "the candidate could not be measured", None), line=rule.line, vs=rule.vs)
                       for rule in policy.rules)
         return _candidate_verdict(cand.name, rules, error=cand.error)
-    results = tuple(replace(_judge_rule(policy, rule, cand, confidence), line=rule.line, vs=rule.vs)
+    results = tuple(replace(_judge_rule(policy, rule, cand, confidence, looked), line=rule.line, vs=rule.vs)
                     for rule in policy.rules)
     return _candidate_verdict(cand.name, results)
 
@@ -621,8 +654,31 @@ def _on_target(rule: Rule, cand: CandidateMeasurements, *, confidence: float, in
     return evaluate(rule, measured.metrics.get(rule.metric), confidence=confidence, inconclusive=inconclusive)
 
 
+def _sequential_families(policy: Policy, measurements: Measurements):
+    """For samples judged in sequential looks (provenance.sequential): rule, candidate -> the FamilyLook of the
+    look that stopped the run, with the number of tests fixed before the first look (provenance.sequential.
+    tests). A rule the measuring run did not plan for (another policy) shares the fail side among the
+    subgroups judged here. None without looks."""
+    seq = (measurements.provenance or {}).get("sequential")
+    if not seq:
+        return None
+    from gate.measure.sequential import family_look, plan
+
+    the_plan = plan(tuple(seq["fractions"]), seq["alpha"], seq["spending"])
+    planned = seq.get("tests") or {}
+
+    def looked(rule: Rule, cand: CandidateMeasurements):
+        tests = planned.get(str(rule.index))
+        if tests is None:
+            tests = 1 if policy.correction == "none" else max(1, sum(
+                1 for _, _, n, m, spec in _family(rule, cand) if n >= rule.min_samples and m is not None))
+        return family_look(the_plan, int(seq["look"]) - 1, int(tests))
+    return looked
+
+
 def judge(policy: Policy, measurements: Measurements) -> Verdict:
-    candidates = tuple(judge_candidate(policy, c, confidence=measurements.confidence)
+    looked = _sequential_families(policy, measurements)
+    candidates = tuple(judge_candidate(policy, c, confidence=measurements.confidence, looked=looked)
                        for c in measurements.candidates)
     verdict = PASS if candidates and all(c.verdict == PASS for c in candidates) else FAIL
     input_errors = tuple(c.error for c in measurements.candidates if c.error and c.error_kind == "input")

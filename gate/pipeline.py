@@ -65,8 +65,10 @@ def _device_rules(policy: Policy, target: str | None) -> list:
 
 # settled(rules, numbers so far: candidate -> metric -> result) -> True when every rule is decided on them.
 # The stopping rule of the timed loop: the judge's decision, built and handed in by the caller (gate/cli.py),
-# so measurement never imports the judge. Without one, the timed loop looks once.
-Settled = Callable[[Sequence[Rule], dict[str, dict[str, MetricResult]]], bool]
+# so measurement never imports the judge. Without one, the timed loop looks once. At a sequential look it is
+# also given `grouped` (candidate -> CandidateMeasurements with the look's subgroups) and `families` (rule
+# index -> gate.measure.sequential.FamilyLook) for the rules over subgroups.
+Settled = Callable[..., bool]
 
 
 def _device_run(policy: Policy, target: str | None, base_runner, runners: dict, *, everything: bool = False,
@@ -148,6 +150,8 @@ def measure(policy: Policy, *, show_progress: bool | None = None, target: str | 
         raise GateInputError("has no group columns configured, but a rule judges subgroups", path=policy.source,
                              fix="name the group columns under data: groups: [column, ...]")
     groupings = groups.groupings_for(dataset.columns, dataset.group_keys, dataset.labels, per_class=per_class)
+    if looks is not None:
+        looks = replace(looks, families=_families(policy, groupings))
     base_runner, base_info, runners, infos, failed = _open_all(policy, dataset)
 
     labels_where = f"{dataset.path} (labels {dataset.labels_key!r})"
@@ -182,7 +186,7 @@ def measure(policy: Policy, *, show_progress: bool | None = None, target: str | 
         if done.base_error is not None or done.base.nonfinite:
             break
         if looks is not None and part[1] < n and settled is not None and \
-                _decided_at(policy, looks, k, part[1], done, y, settled):
+                _decided_at(policy, looks, k, part[1], done, y, settled, dataset=dataset, infos=infos):
             decided = (k, part[1])  # every rule is decided on the samples so far: the rest is not run
             break
     progress.close()
@@ -212,7 +216,8 @@ def measure(policy: Policy, *, show_progress: bool | None = None, target: str | 
         k, m = decided or (len(looks.plan.fractions) - 1, n)
         level = looks.plan.confidence_at(k)
         sequential = {**looks.plan.to_dict(), "look": k + 1, "samples": m, "of": n, "stopped_early": m < n,
-                      "confidence": level}
+                      "confidence": level,
+                      **({"tests": {str(i): t for i, (t, _) in looks.families.items()}} if looks.families else {})}
         if m < n:
             base_col = views.First(base_col, m)
             cols = {name: views.First(c, m) for name, c in cols.items()}
@@ -525,6 +530,8 @@ class _Looks:
     plan: object  # gate.measure.sequential.Plan
     sizes: tuple[int, ...]
     order: np.ndarray  # position in the run -> sample index in the data
+    # rules over subgroups: rule index -> (tests, the (grouping, subgroup) pairs judgeable on all the samples)
+    families: dict = field(default_factory=dict)
 
 
 def _shard_of(dataset: Dataset, shard: tuple[int, int], policy: Policy) -> Dataset:
@@ -571,6 +578,22 @@ def _looks(policy: Policy, n: int) -> _Looks | None:
     return _Looks(plan=plan, sizes=sizes, order=sequential.look_order(n, policy.seed))
 
 
+def _families(policy: Policy, groupings: list) -> dict[int, tuple[int, frozenset]]:
+    """Each rule over subgroups: how many tests share its fail side (the subgroups large enough to judge on all
+    the samples, 1 without a correction) and which they are. Fixed before the first look, as the Bonferroni
+    share must be, from the whole data's subgroups: a look's samples may miss some of them."""
+    sizes = {g.name: np.bincount(g.codes, minlength=len(g.keys)) for g in groupings}
+    out = {}
+    for rule in policy.rules:
+        if not rule.grouped:
+            continue
+        judgeable = frozenset((g.name, key) for g in groupings if g.kind == rule.per
+                              for key, size in zip(g.keys, sizes[g.name]) if size >= rule.min_samples)
+        tests = len(judgeable) if policy.correction != "none" else 1
+        out[rule.index] = (max(tests, 1), judgeable)
+    return out
+
+
 def _parts(looks: _Looks | None, n: int) -> list[tuple[int, int]]:
     """The samples each part of the clean pass runs: all at once, or look by look."""
     if looks is None:
@@ -585,12 +608,15 @@ def _at_level(m: MetricResult, level: float, policy: Policy) -> MetricResult:
     return replace(m, evidence={**(m.evidence or {}), "interval_confidence": level})
 
 
-def _decided_at(policy: Policy, looks: _Looks, k: int, m: int, done: _Pass, y, settled: Settled) -> bool:
+def _decided_at(policy: Policy, looks: _Looks, k: int, m: int, done: _Pass, y, settled: Settled, *,
+                dataset: Dataset, infos: dict) -> bool:
     """Whether every sample-based rule of every candidate is decided on the first m samples, each interval at
-    look k's level. A bootstrap rule decides only at a look whose tail its resamples reach."""
+    look k's level; a rule over subgroups on the look's subgroups (gate/measure/sequential.py FamilyLook).
+    A bootstrap rule decides only at a look whose tail its resamples reach."""
     from gate.measure.registry import AGREEMENT, BOOTSTRAP, QUALITY
+    from gate.measure.sequential import family_look
 
-    rules = [r for r in policy.rules if not r.grouped and r.target is None and get_metric(r.metric) is not None
+    rules = [r for r in policy.rules if r.target is None and get_metric(r.metric) is not None
              and get_metric(r.metric).kind in (QUALITY, AGREEMENT)]
     if not rules:
         return True
@@ -600,15 +626,26 @@ def _decided_at(policy: Policy, looks: _Looks, k: int, m: int, done: _Pass, y, s
     level = looks.plan.confidence_at(k)
     base = views.First(done.base, m).result()
     seen = y[:m] if y is not None else None
-    metrics = {}
+    grouped_rules = [r for r in rules if r.grouped]
+    each, _, _, per_class = groups.wanted(grouped_rules)
+    seen_groupings = groups.groupings_for(
+        {key: column[:m] for key, column in _group_columns(dataset).items()}, dataset.group_keys,
+        dataset.labels[:m] if dataset.labels is not None else None, per_class=per_class) if grouped_rules else []
+    metrics, grouped = {}, {}
     for name, col in done.cands.items():
         if name in done.failed or col.nonfinite:
             continue  # its rules are errors whatever the samples say: decided
         cand, agreement = views.First(col, m).result(), views.First(done.agreements[name], m).result()
         metrics[name] = {r.metric: compare(r.metric, base=base, cand=cand, agreement=agreement, y=seen,
                                            task=policy.task, confidence=level, bootstrap=policy.bootstrap,
-                                           seed=policy.seed, with_interval=True) for r in rules}
-    return settled(rules, metrics)
+                                           seed=policy.seed, with_interval=True) for r in rules if not r.grouped}
+        if grouped_rules:
+            grouped[name] = CandidateMeasurements(info=infos[name], groupings=groups.measure_groupings(
+                seen_groupings, base=base, cand=cand, agreement=agreement, y=seen, task=policy.task, each=each,
+                gaps={}, fairness=set(), confidence=level, bootstrap=policy.bootstrap, seed=policy.seed))
+    families = {i: family_look(looks.plan, k, tests, required=required)
+                for i, (tests, required) in looks.families.items()}
+    return settled(rules, metrics, grouped=grouped, families=families)
 
 
 @dataclass

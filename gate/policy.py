@@ -1018,8 +1018,9 @@ def _sequential(value: Any) -> Sequential | None:
 
 
 def _sequential_problems(raw: dict) -> list[Problem]:
-    """Looks the statistics can plan, and rules a look can decide: a rule over subgroups, perturbations or a
-    blessed release is judged on all the samples, so with one the gate could never stop early."""
+    """Looks the statistics can plan, and rules a look can decide: per-group and per-class rules are (each
+    subgroup's fail side a Bonferroni share, gate/measure/sequential.py FamilyLook); a gap between subgroups,
+    a fairness metric, perturbations or a blessed release are judged on all the samples only."""
     value = raw.get("sequential")
     if value is None or value is False or not isinstance(value, (bool, dict)):
         return []
@@ -1038,11 +1039,13 @@ def _sequential_problems(raw: dict) -> list[Problem]:
         if not isinstance(rule, dict):
             continue
         spec = get_metric(rule.get("metric")) if isinstance(rule.get("metric"), str) else None
-        key = next((k for k in ("per", "vs") if rule.get(k) not in (None, "base")), None)
+        key = "vs" if rule.get("vs") not in (None, "base") else \
+            "per" if rule.get("per") == "perturbation" else "scope" if rule.get("scope") == "gap" else None
         if key or (spec is not None and spec.kind == FAIRNESS):
-            problems.append(Problem(("rules", i, key or "metric"), "is judged over subgroups, perturbations or a "
-                                    "blessed release, which sequential looks do not decide yet; drop sequential: "
-                                    "or this rule."))
+            problems.append(Problem(("rules", i, key or "metric"), "is judged as a gap between subgroups, a "
+                                    "fairness metric, under perturbations or against a blessed release, which "
+                                    "sequential looks do not decide yet (per-group and per-class rules they do); "
+                                    "drop sequential: or this rule."))
     if raw.get("perturbations"):
         problems.append(Problem(("sequential",), "does not combine with perturbations yet; drop one of them."))
     return problems

@@ -24,6 +24,7 @@ is a command-line tool and a fixed-sample run should not pay for scipy's import)
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -31,8 +32,8 @@ from statistics import NormalDist
 
 import numpy as np
 
-__all__ = ["Plan", "LookDecision", "plan", "spend", "look_order", "look_sizes", "decide_at_looks",
-           "SPENDING", "DEFAULT_FRACTIONS", "MAX_LOOKS"]
+__all__ = ["Plan", "LookDecision", "FamilyLook", "plan", "spend", "look_order", "look_sizes", "decide_at_looks",
+           "family_look", "SPENDING", "DEFAULT_FRACTIONS", "MAX_LOOKS"]
 
 OBRIEN_FLEMING, POCOCK = "obrien_fleming", "pocock"
 SPENDING = (OBRIEN_FLEMING, POCOCK)
@@ -144,6 +145,52 @@ def plan(fractions: Sequence[float] = DEFAULT_FRACTIONS, alpha: float = 0.025,
     alphas = tuple(_upper_tail(c) for c in bounds)
     return Plan(fractions=fr, alphas=alphas, boundaries=tuple(bounds), spent=tuple(spent), alpha=float(alpha),
                 spending=spending)
+
+
+@functools.lru_cache(maxsize=64)
+def _shared_plan(fractions: tuple[float, ...], alpha: float, spending: str) -> Plan:
+    return plan(fractions, alpha, spending)
+
+
+# --------------------------------------------------------------------------
+# rules over subgroups
+# --------------------------------------------------------------------------
+
+@dataclass(frozen=True, kw_only=True)
+class FamilyLook:
+    """How a rule over `tests` subgroups is decided at one look.
+
+    Pass side: each subgroup's interval at the look's level (Plan.confidence_at), as for a rule over all the
+    samples. The family passes only when every subgroup passes (an intersection-union test), so a false pass
+    needs the one subgroup truly beyond the margin to cross its own pass boundary at some look: at most alpha,
+    with no correction for the number of subgroups.
+
+    Fail side: the family fails when any subgroup fails, so each subgroup gets the share alpha / tests of the
+    fail side (Bonferroni), spent over the looks by its own plan; a subgroup fails at look k only when its
+    one-sided p-value is at most fail_alpha, that plan's nominal level at k. The chance that any subgroup
+    within the margin is ever failed is then at most alpha. (Holm's step-down, used on all the samples at once,
+    does not carry over to looks without a joint boundary for every step; Bonferroni does.)
+
+    required: (grouping, subgroup) pairs that must be judged before the family can pass at this look, the
+    subgroups large enough to judge on all the samples: one that is absent or too small in a look's samples
+    keeps the family undecided (empty on the look that judges the report).
+    """
+    tests: int
+    fail_alpha: float
+    look: int  # 1-based
+    confidence: float  # the look's interval level
+    required: frozenset = frozenset()
+
+
+def family_look(the_plan: Plan, index: int, tests: int, *, required: frozenset = frozenset()) -> FamilyLook:
+    """The FamilyLook of a rule over `tests` subgroups at look `index` (0-based) of the_plan, whose alpha is
+    each side's error for the whole family."""
+    if not (isinstance(tests, int) and tests >= 1):
+        raise ValueError(f"a family has at least one test, got {tests!r}")
+    shared = the_plan if tests == 1 else _shared_plan(the_plan.fractions, the_plan.alpha / tests,
+                                                        the_plan.spending)
+    return FamilyLook(tests=tests, fail_alpha=max(shared.alphas[index], _ALPHA_FLOOR), look=index + 1,
+                      confidence=the_plan.confidence_at(index), required=required)
 
 
 def _check_fractions(fractions: Sequence[float]) -> tuple[float, ...]:

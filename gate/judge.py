@@ -416,20 +416,24 @@ def _correct(rule: Rule, tests: list[_Test], *, label: str, confidence: float, c
         if alone_beyond:
             # the printed interval is this subgroup's own; say plainly that the correction decided
             reason = _reason(f, FAIL, confidence, label, samples, m.n) + \
-                f", but not {_corrected(correction, size, p_text, family)}, so undecided" + _advice(samples, m.n)
+                f", but not {_corrected(correction, size, p_text, family, _noun(rule))}, so undecided" + _advice(samples, m.n)
         else:
-            suffix = f"; still beyond {_corrected(correction, size, p_text, family)}" \
+            suffix = f"; still beyond {_corrected(correction, size, p_text, family, _noun(rule))}" \
                 if corrected and decision == FAIL else ""
             reason = _reason(f, decision, confidence, label, samples, m.n, suffix)
         out.append(t._replace(entry={**t.entry, "status": decision, "samples_needed": samples, "reason": reason}))
     return out
 
 
-def _corrected(correction: str, size: int, p_text: str, family) -> str:
+def _corrected(correction: str, size: int, p_text: str, family, noun: str) -> str:
     if family is None:
         return f"after the {correction} correction over {size} tests ({p_text})"
-    share = f"its share of look {family.look}'s level" + (f" over {size} subgroup tests" if size >= 2 else "")
+    share = f"its share of look {family.look}'s level" + (f" over {size} {noun} tests" if size >= 2 else "")
     return f"at {share} ({p_text}, at most {family.fail_alpha:.2g} needed)"
+
+
+def _noun(rule: Rule) -> str:
+    return "perturbation" if rule.per == "perturbation" else "subgroup"
 
 
 def _family_decision(statuses: list[str]) -> str:
@@ -462,7 +466,7 @@ def _family_reason(rule: Rule, entries: list[dict], decision: str, worst: _Test 
     """The rule's reason: unjudgeable subgroups, the headline, how many failed, which were too small."""
     small = [e for e in entries if e["status"] == "too_small"]
     errors = [e for e in entries if e["status"] == ERROR]
-    noun = "perturbation" if rule.per == "perturbation" else "subgroup"
+    noun = _noun(rule)
     parts = []
     if errors:
         parts.append(f"{len(errors)} {noun}(s) could not be judged: {errors[0]['where']}: {errors[0]['reason']}")

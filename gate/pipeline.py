@@ -175,18 +175,27 @@ def measure(policy: Policy, *, show_progress: bool | None = None, target: str | 
         return Collector(n=n, task=policy.task, scores=policy.scores, keep_probs=keep_probs, where=where,
                          labels_where=labels_where, classes=classes)
 
-    progress = Progress(n, "measuring", enabled=show_progress)
+    # with looks, the perturbed copies run look by look beside the clean data: a look decides their rules too
+    looked_perturbations = looks is not None and bool(policy.perturbations) and bool(runners)
+    progress = Progress(n * (1 + (len(policy.perturbations) if looked_perturbations else 0)), "measuring",
+                        enabled=show_progress)
     batch, _ = policy.quality_batch
     # the clean pass may read the base's outputs from the cache; every later use runs the model itself
     served, cache_state = _with_cache(cache, policy, base_runner, base_info, dataset, batch)
+    perturbed_looks = _Perturbed(policy, base_runner, runners, collector, y, n, progress) \
+        if looked_perturbations else None
     done, decided = None, None
     for k, part in enumerate(_parts(looks, n)):
         done = _one_pass(served, runners, lambda runner: collector(str(runner.path)), y, n, batch, progress,
-                         samples=part, done=done, release=lambda a, b: drop_rows(dataset.columns.values(), a, b))
+                         samples=part, done=done, release=None if perturbed_looks else
+                         lambda a, b: drop_rows(dataset.columns.values(), a, b))
         if done.base_error is not None or done.base.nonfinite:
             break
+        if perturbed_looks is not None:
+            perturbed_looks.run(part)
         if looks is not None and part[1] < n and settled is not None and \
-                _decided_at(policy, looks, k, part[1], done, y, settled, dataset=dataset, infos=infos):
+                _decided_at(policy, looks, k, part[1], done, y, settled, dataset=dataset, infos=infos,
+                            perturbed=perturbed_looks):
             decided = (k, part[1])  # every rule is decided on the samples so far: the rest is not run
             break
     progress.close()
@@ -226,8 +235,12 @@ def measure(policy: Policy, *, show_progress: bool | None = None, target: str | 
             y = y[:m] if y is not None else None
             groupings = groups.groupings_for(dataset.columns, dataset.group_keys, dataset.labels,
                                              per_class=per_class)
-    perturbed, perturbed_notes = _under_perturbations(policy, base_runner, runners, collector, y, n,
-                                                      show_progress=show_progress)
+    if perturbed_looks is not None:
+        perturbed = perturbed_looks.groupings(n, level, names=[name for name in runners])
+        perturbed_notes = perturbed_looks.notes
+    else:
+        perturbed, perturbed_notes = _under_perturbations(policy, base_runner, runners, collector, y, n,
+                                                          show_progress=show_progress)
 
     base_pred = base_col.result()
     if keep is not None:  # the per-sample outputs a shard hands to `gate judge` (gate/shards.py)
@@ -427,50 +440,80 @@ def _thumbnails(runner, rows: list[dict], drawn: dict) -> list[dict]:
     return out
 
 
-def _under_perturbations(policy: Policy, base_runner, runners: dict, collector, y, n: int, *,
-                         show_progress: bool | None) -> tuple[dict, tuple[str, ...]]:
+class _Perturbed:
     """Base and every candidate run again on each perturbed copy of the data (policy.perturbations), batch by
     batch as on the clean data, the labels the clean ones; each candidate is compared with the base under the
-    same perturbation. -> ({candidate: the "perturbation" GroupingResult}, notes). A perturbation under which
-    the base fails (an error, NaN outputs) or the candidate does is recorded as unavailable for it: the rules
-    on it are errors, never passes."""
+    same perturbation. A pass can be run in parts (sequential looks run the samples look by look) and read at
+    any prefix. A perturbation under which the base fails (an error, NaN outputs) or the candidate does is
+    recorded as unavailable for it: the rules on it are errors, never passes."""
+
+    def __init__(self, policy: Policy, base_runner, runners: dict, collector, y, n: int, progress: Progress):
+        self.policy, self.base_runner, self.runners, self.collector, self.y = policy, base_runner, runners, collector, y
+        self.n, self.progress = n, progress
+        self.columns, self.notes = _perturbed_inputs(policy, base_runner)
+        self.each = groups.wanted_under_perturbation(policy.rules)
+        self.transforms = {p.index: perturb.Perturber(p, seed=policy.seed, columns=self._inputs(p))
+                           for p in policy.perturbations}
+        self.passes: dict[int, _Pass] = {}
+
+    def _inputs(self, p) -> dict:
+        return self.columns if p.kind not in perturb.IMAGE_ONLY else \
+            {k: c for k, c in self.columns.items() if perturb.is_image_shaped(c)}
+
+    def run(self, samples: tuple[int, int]) -> None:
+        """Every perturbation's pass over samples first..stop-1, continuing the earlier parts."""
+        batch, _ = self.policy.quality_batch
+        for p in self.policy.perturbations:
+            done = self.passes.get(p.index)
+            if done is not None and (done.base_error is not None or done.base.nonfinite):
+                continue  # this perturbation's comparisons are lost already: no need to run it further
+            with contextlib.ExitStack() as stack:
+                for runner in (self.base_runner, *self.runners.values()):
+                    stack.enter_context(runner.transformed(self.transforms[p.index]))
+                self.passes[p.index] = _one_pass(
+                    self.base_runner, self.runners, lambda runner, p=p: self.collector(f"{runner.path} under {p.name}"),
+                    self.y, self.n, batch, self.progress, samples=samples, done=self.passes.get(p.index))
+
+    def groupings(self, m: int, confidence: float, names=None) -> dict:
+        """{candidate: the "perturbation" GroupingResult} on the first m samples run, intervals at confidence."""
+        policy, y = self.policy, self.y[:m] if self.y is not None else None
+        found: dict[str, list] = {name: [] for name in names or self.runners}
+        for p in policy.perturbations:
+            parameters = {"kind": p.kind, **p.parameters, "seed": policy.seed, "index": p.index}
+            done = self.passes[p.index]
+            # the base failing under this perturbation loses this perturbation's comparisons, not the whole run
+            base_failed = _failed_text("the base failed", p.name, done.base_error)
+            failed = {name: _failed_text("the candidate failed", p.name, error) for name, error in done.failed.items()}
+            base_col = views.First(done.base, m)
+            if base_failed is None and base_col.nonfinite:
+                base_failed = f"the base itself fails under {p.name}: {_nonfinite_text(base_col.nonfinite)}"
+            for name in found:
+                col = views.First(done.cands[name], m)
+                reason = base_failed or failed.get(name) or (
+                    f"the candidate gave {_nonfinite_text(col.nonfinite)} under {p.name}" if col.nonfinite else None)
+                if reason:
+                    found[name].append(groups.not_under_perturbation(p.name, parameters, m, task=policy.task,
+                                                                     labelled=y is not None, each=self.each,
+                                                                     reason=reason))
+                    continue
+                found[name].append(groups.under_perturbation(
+                    p.name, parameters, base=base_col.result(), cand=col.result(),
+                    agreement=views.First(done.agreements[name], m).result(), y=y, task=policy.task,
+                    each=self.each, confidence=confidence, bootstrap=policy.bootstrap, seed=policy.seed + p.index))
+        return {name: groups.perturbation_grouping(found[name]) for name in found}
+
+
+def _under_perturbations(policy: Policy, base_runner, runners: dict, collector, y, n: int, *,
+                         show_progress: bool | None) -> tuple[dict, tuple[str, ...]]:
+    """Every perturbation's pass over all n samples (see _Perturbed). -> ({candidate: the "perturbation"
+    GroupingResult}, notes)."""
     if not policy.perturbations or not runners:
         return {}, ()
-    columns, notes = _perturbed_inputs(policy, base_runner)
-    each = groups.wanted_under_perturbation(policy.rules)
-    batch, _ = policy.quality_batch
     progress = Progress(n * len(policy.perturbations), "under perturbations", enabled=show_progress)
-    found: dict[str, list] = {name: [] for name in runners}
-    for p in policy.perturbations:
-        parameters = {"kind": p.kind, **p.parameters, "seed": policy.seed, "index": p.index}
-        inputs = columns if p.kind not in perturb.IMAGE_ONLY else \
-            {k: c for k, c in columns.items() if perturb.is_image_shaped(c)}
-        transform = perturb.Perturber(p, seed=policy.seed, columns=inputs)
-        with contextlib.ExitStack() as stack:
-            for runner in (base_runner, *runners.values()):
-                stack.enter_context(runner.transformed(transform))
-            done = _one_pass(base_runner, runners, lambda runner: collector(f"{runner.path} under {p.name}"), y, n,
-                             batch, progress)
-        base_col, cols, agreements = done.base, done.cands, done.agreements
-        # the base failing under this perturbation loses this perturbation's comparisons, not the whole run
-        base_failed = _failed_text("the base failed", p.name, done.base_error)
-        failed = {name: _failed_text("the candidate failed", p.name, error) for name, error in done.failed.items()}
-        if base_failed is None and base_col.nonfinite:
-            base_failed = f"the base itself fails under {p.name}: {_nonfinite_text(base_col.nonfinite)}"
-        for name in runners:
-            reason = base_failed or failed.get(name) or (
-                f"the candidate gave {_nonfinite_text(cols[name].nonfinite)} under {p.name}"
-                if cols[name].nonfinite else None)
-            if reason:
-                found[name].append(groups.not_under_perturbation(p.name, parameters, n, task=policy.task,
-                                                                 labelled=y is not None, each=each, reason=reason))
-                continue
-            found[name].append(groups.under_perturbation(
-                p.name, parameters, base=base_col.result(), cand=cols[name].result(),
-                agreement=agreements[name].result(), y=y, task=policy.task, each=each, confidence=policy.confidence,
-                bootstrap=policy.bootstrap, seed=policy.seed + p.index))
+    perturbed = _Perturbed(policy, base_runner, runners, collector, y, n, progress)
+    perturbed.run((0, n))
     progress.close()
-    return {name: groups.perturbation_grouping(found[name]) for name in runners}, notes
+    return perturbed.groupings(n, policy.confidence), perturbed.notes
 
 
 # a cached entry holds the base's raw outputs for every sample: beyond this it is not worth a disk and a hash
@@ -587,8 +630,11 @@ def _families(policy: Policy, groupings: list) -> dict[int, tuple[int, frozenset
     for rule in policy.rules:
         if not rule.grouped:
             continue
-        judgeable = frozenset((g.name, key) for g in groupings if g.kind == rule.per
-                              for key, size in zip(g.keys, sizes[g.name]) if size >= rule.min_samples)
+        if rule.per == groups.PERTURBATION:  # each perturbation is a test on all the samples
+            judgeable = frozenset((groups.PERTURBATION, p.name) for p in policy.perturbations)
+        else:
+            judgeable = frozenset((g.name, key) for g in groupings if g.kind == rule.per
+                                  for key, size in zip(g.keys, sizes[g.name]) if size >= rule.min_samples)
         tests = len(judgeable) if policy.correction != "none" else 1
         out[rule.index] = (max(tests, 1), judgeable)
     return out
@@ -609,7 +655,7 @@ def _at_level(m: MetricResult, level: float, policy: Policy) -> MetricResult:
 
 
 def _decided_at(policy: Policy, looks: _Looks, k: int, m: int, done: _Pass, y, settled: Settled, *,
-                dataset: Dataset, infos: dict) -> bool:
+                dataset: Dataset, infos: dict, perturbed: _Perturbed | None = None) -> bool:
     """Whether every sample-based rule of every candidate is decided on the first m samples, each interval at
     look k's level; a rule over subgroups on the look's subgroups (gate/measure/sequential.py FamilyLook).
     A bootstrap rule decides only at a look whose tail its resamples reach."""
@@ -628,6 +674,8 @@ def _decided_at(policy: Policy, looks: _Looks, k: int, m: int, done: _Pass, y, s
     seen = y[:m] if y is not None else None
     grouped_rules = [r for r in rules if r.grouped]
     each, _, _, per_class = groups.wanted(grouped_rules)
+    under = perturbed.groupings(m, level, names=[name for name in done.cands if name not in done.failed
+                                                 and not done.cands[name].nonfinite]) if perturbed else {}
     seen_groupings = groups.groupings_for(
         {key: column[:m] for key, column in _group_columns(dataset).items()}, dataset.group_keys,
         dataset.labels[:m] if dataset.labels is not None else None, per_class=per_class) if grouped_rules else []
@@ -642,7 +690,8 @@ def _decided_at(policy: Policy, looks: _Looks, k: int, m: int, done: _Pass, y, s
         if grouped_rules:
             grouped[name] = CandidateMeasurements(info=infos[name], groupings=groups.measure_groupings(
                 seen_groupings, base=base, cand=cand, agreement=agreement, y=seen, task=policy.task, each=each,
-                gaps={}, fairness=set(), confidence=level, bootstrap=policy.bootstrap, seed=policy.seed))
+                gaps={}, fairness=set(), confidence=level, bootstrap=policy.bootstrap, seed=policy.seed)
+                + ((under[name],) if name in under else ()))
     families = {i: family_look(looks.plan, k, tests, required=required)
                 for i, (tests, required) in looks.families.items()}
     return settled(rules, metrics, grouped=grouped, families=families)

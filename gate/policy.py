@@ -1018,9 +1018,10 @@ def _sequential(value: Any) -> Sequential | None:
 
 
 def _sequential_problems(raw: dict) -> list[Problem]:
-    """Looks the statistics can plan, and rules a look can decide: per-group and per-class rules are (each
-    subgroup's fail side a Bonferroni share, gate/measure/sequential.py FamilyLook); a gap between subgroups,
-    a fairness metric, perturbations or a blessed release are judged on all the samples only."""
+    """Looks the statistics can plan, and rules a look can decide: per-group, per-class and per-perturbation
+    rules are (each subgroup's or perturbation's fail side a Bonferroni share, gate/measure/sequential.py
+    FamilyLook); a gap between subgroups, a fairness metric or a blessed release are judged on all the samples
+    only: a look's samples may lack a subgroup the gap needs, and a release's outputs are in the file's order."""
     value = raw.get("sequential")
     if value is None or value is False or not isinstance(value, (bool, dict)):
         return []
@@ -1039,15 +1040,12 @@ def _sequential_problems(raw: dict) -> list[Problem]:
         if not isinstance(rule, dict):
             continue
         spec = get_metric(rule.get("metric")) if isinstance(rule.get("metric"), str) else None
-        key = "vs" if rule.get("vs") not in (None, "base") else \
-            "per" if rule.get("per") == "perturbation" else "scope" if rule.get("scope") == "gap" else None
+        key = "vs" if rule.get("vs") not in (None, "base") else "scope" if rule.get("scope") == "gap" else None
         if key or (spec is not None and spec.kind == FAIRNESS):
             problems.append(Problem(("rules", i, key or "metric"), "is judged as a gap between subgroups, a "
-                                    "fairness metric, under perturbations or against a blessed release, which "
-                                    "sequential looks do not decide yet (per-group and per-class rules they do); "
-                                    "drop sequential: or this rule."))
-    if raw.get("perturbations"):
-        problems.append(Problem(("sequential",), "does not combine with perturbations yet; drop one of them."))
+                                    "fairness metric or against a blessed release, which sequential looks do not "
+                                    "decide yet (per-group, per-class and per-perturbation rules they do); drop "
+                                    "sequential: or this rule."))
     return problems
 
 

@@ -1,7 +1,8 @@
-"""`sequential:` with rules over subgroups (per: group, per: class): each subgroup passes at the look's level,
-fails only at its Bonferroni share of the look's fail side (gate/measure/sequential.py FamilyLook), the number
-of shares fixed from the whole data before the first look. Known answers with the lookup-table models: a
-candidate broken in one region only, and the base's own outputs."""
+"""`sequential:` with rules over subgroups (per: group, per: class, per: perturbation): each subgroup (or
+perturbation) passes at the look's level, fails only at its Bonferroni share of the look's fail side
+(gate/measure/sequential.py FamilyLook), the number of shares fixed from the whole data before the first look.
+Known answers: a lookup-table candidate broken in one region only and the base's own outputs; the linear
+candidate of tests/test_perturbations.py that equals the base on clean data and breaks under noise."""
 
 from __future__ import annotations
 
@@ -135,3 +136,41 @@ def test_a_subgroup_missing_from_a_look_keeps_the_rule_open():
     assert family_decided(policy, rule, cand, sq.family_look(the_plan, 2, 2, required=both))
     missing = both | {("region", "c")}
     assert not family_decided(policy, rule, cand, sq.family_look(the_plan, 2, 3, required=missing))
+
+
+def test_perturbed_copies_run_look_by_look_and_a_fragile_candidate_fails_early(tmp_path):
+    """The perturbed passes run beside the clean one, look by look, so a per-perturbation rule decides a look
+    too: the candidate that is the base on clean data and breaks under noise is failed before the last look,
+    on the noise test alone, and the base's own weights pass early."""
+    from test_perturbations import _linear, _weights
+
+    n = 3000
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, n)
+    x = np.zeros((n, 4), dtype=np.float32)
+    x[:, 0] = np.where(y == 1, 1.0, -1.0) * rng.uniform(1, 2, n)
+    x[:, 1] = rng.uniform(-0.5, 0.5, n)
+    np.savez(tmp_path / "data.npz", x=x, label=y)
+    w, w2 = _weights()
+    _linear(tmp_path / "base.onnx", w)
+    _linear(tmp_path / "fragile.onnx", w + w2)
+    _linear(tmp_path / "same.onnx", w.copy())
+    rules = [{"metric": "accuracy", "max_drop": 0.02}, {"metric": "accuracy", "per": "perturbation", "max_drop": 0.02}]
+    perturbations = [{"kind": "gaussian_noise", "snr_db": 10}, {"kind": "dropout", "rate": 0.2}]
+    for name in ("fragile", "same"):
+        policy = write_policy(tmp_path / f"{name}.yaml", rules, candidates={name: f"{name}.onnx"},
+                              data={"path": "data.npz", "labels": "label"}, perturbations=perturbations,
+                              sequential=True, batch_size=100)
+        result = run_main("check", "--policy", policy, "--out", tmp_path / name, "--no-progress")
+        report = read_report(tmp_path / name)
+        seq = report["provenance"]["sequential"]
+        assert seq["stopped_early"] and seq["tests"] == {"2": 2}, (name, seq)
+        per = [r for r in candidate(report, name)["rules"] if r["rule"].endswith("per perturbation")][0]
+        tests = {g["group"]: g for g in per["groups"]}
+        assert all(g["n"] == seq["samples"] for g in tests.values())  # judged on the look's samples
+        if name == "fragile":
+            assert result.code == 1 and per["status"] == "fail", result
+            assert tests["gaussian_noise snr 10 dB"]["status"] == "fail"
+            assert tests["dropout rate 0.2"]["status"] != "fail"
+        else:
+            assert result.code == 0 and per["status"] == "pass", result

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from gate.measure.quality import CHUNK
 from gate.predictions import Agreement, Predictions
 
 
@@ -35,9 +36,12 @@ def change_matrix(base: Predictions, cand: Predictions) -> dict | None:
     classes = np.union1d(np.unique(base.pred), np.unique(cand.pred))
     if len(classes) > MAX_MATRIX_CLASSES:
         return None
-    bi = np.searchsorted(classes, base.pred)
-    ci = np.searchsorted(classes, cand.pred)
     k = len(classes)
-    counts = np.bincount(bi * k + ci, minlength=k * k).reshape(k, k)
+    counts = np.zeros(k * k, dtype=np.int64)
+    for lo in range(0, len(base.pred), CHUNK):  # a chunk of samples at a time: no whole-length int64 codes
+        bi = np.searchsorted(classes, base.pred[lo:lo + CHUNK])
+        ci = np.searchsorted(classes, cand.pred[lo:lo + CHUNK])
+        counts += np.bincount(bi * k + ci, minlength=k * k)
+    counts = counts.reshape(k, k)
     return {"classes": [int(c) if np.issubdtype(classes.dtype, np.integer) else str(c) for c in classes],
             "counts": counts.tolist()}

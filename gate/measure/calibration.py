@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from gate.measure.quality import ECE_BINS, brier_score, ece, ece_bin
+from gate.measure.quality import ECE_BINS, binned_confidence, brier_score, ece
 from gate.predictions import Predictions
 
 DIGITS = 6
@@ -22,10 +22,7 @@ def reliability(p: Predictions, y: np.ndarray) -> list[dict] | None:
     if p.top_prob is None or p.pred is None:
         return None
     m = len(ECE_BINS) - 1
-    bins = ece_bin(p.top_prob)
-    count = np.bincount(bins, minlength=m)
-    conf = np.bincount(bins, weights=p.top_prob, minlength=m)
-    right = np.bincount(bins, weights=(p.pred == y).astype(np.float64), minlength=m)
+    count, conf, right = binned_confidence(p.top_prob, p.pred, y)
     return [{"low": round(float(ECE_BINS[j]), DIGITS), "high": round(float(ECE_BINS[j + 1]), DIGITS),
              "count": int(count[j]),
              "confidence": round(float(conf[j] / count[j]), DIGITS) if count[j] else None,

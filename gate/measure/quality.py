@@ -21,22 +21,40 @@ from gate.predictions import Predictions
 Idx = np.ndarray | None
 MetricFn = Callable[[Predictions, np.ndarray, Idx], float]
 
+# samples per chunk where a whole-length integer temporary (codes, bins) would otherwise be made: 0.5 MB at a
+# time instead of 8 bytes per sample (8 MB at 1M samples). Counts are sums of integers, so chunking them
+# changes no bit; float sums per bin add sample after sample in data order either way (see bin_sums).
+CHUNK = 1 << 16
+
 
 def _take(a: np.ndarray, idx: Idx) -> np.ndarray:
     return a if idx is None else a[idx]
 
 
 def confusion(y: np.ndarray, pred: np.ndarray, k: int) -> np.ndarray:
-    """k x k counts, rows = true class, columns = predicted class."""
-    return np.bincount(y * k + pred, minlength=k * k).reshape(k, k).astype(np.float64)
+    """k x k counts, rows = true class, columns = predicted class. Labels and predictions may be narrow integers
+    (gate/predictions.py: index_dtype): the code label * k + prediction is formed in int64, a chunk of samples
+    at a time when the table is small."""
+    if k * k > CHUNK:
+        counts = np.bincount(np.asarray(y, dtype=np.int64) * k + pred, minlength=k * k)
+    else:
+        counts = np.zeros(k * k, dtype=np.int64)
+        for lo in range(0, len(y), CHUNK):
+            counts += np.bincount(np.asarray(y[lo:lo + CHUNK], dtype=np.int64) * k + pred[lo:lo + CHUNK],
+                                  minlength=k * k)
+    return counts.reshape(k, k).astype(np.float64)
+
+
+_WIDEST_TABLE = 8192  # classes of a table indexed by class number: 8192^2 cells are 512 MB of counts
 
 
 def _cm(p: Predictions, y: np.ndarray, idx: Idx) -> tuple[np.ndarray, np.ndarray]:
     """The confusion matrix and the class label of each of its rows."""
     yy, pp = _take(y, idx), _take(p.pred, idx)
     k = int(max(yy.max(initial=0), pp.max(initial=0))) + 1
-    if yy.min(initial=0) < 0 or pp.min(initial=0) < 0:
-        # labels that are not class indices: map both onto one index space
+    if yy.min(initial=0) < 0 or pp.min(initial=0) < 0 or k > _WIDEST_TABLE:
+        # labels that are not class indices, or so many classes that a k x k table of every index up to the
+        # largest would take gigabytes: map both onto one index space of the classes present
         classes, inverse = np.unique(np.concatenate([yy, pp]), return_inverse=True)
         yy, pp = inverse[: len(yy)], inverse[len(yy):]
         return confusion(yy, pp, len(classes)), classes
@@ -89,9 +107,15 @@ def f1_weighted(p, y, idx=None) -> float:
     return float((f1 * support).sum() / total) if total else float("nan")
 
 
+def _neg_log(true_prob: np.ndarray) -> np.ndarray:
+    """-log(clip(p, 1e-15, 1)) per sample, in one new array (the log and the sign taken in place)."""
+    out = np.clip(true_prob, 1e-15, 1.0)
+    np.log(out, out=out)
+    return np.negative(out, out=out)
+
+
 def log_loss(p, y, idx=None) -> float:
-    prob = np.clip(_take(p.true_prob, idx), 1e-15, 1.0)
-    return float(-np.log(prob).mean())
+    return float(_neg_log(_take(p.true_prob, idx)).mean())
 
 
 def roc_auc(p, y, idx=None) -> float:
@@ -123,23 +147,52 @@ def ece_bin(conf: np.ndarray) -> np.ndarray:
     return np.clip(np.searchsorted(ECE_BINS, conf, side="left") - 1, 0, len(ECE_BINS) - 2)
 
 
+def bin_sums(bins: np.ndarray, weights: np.ndarray, m: int) -> np.ndarray:
+    """np.bincount(bins, weights=weights, minlength=m), bit for bit, without its whole-length copy of the bins:
+    np.add.at adds the weights sample after sample into the same float64 sums, as bincount does."""
+    out = np.zeros(m)
+    for lo in range(0, len(bins), CHUNK):
+        np.add.at(out, bins[lo:lo + CHUNK], np.asarray(weights[lo:lo + CHUNK], dtype=np.float64))
+    return out
+
+
+def binned_confidence(conf: np.ndarray, pred: np.ndarray, y: np.ndarray) -> tuple:
+    """(samples, sum of the confidences, right answers) in each of ece's bins, a chunk of samples at a time:
+    (int64, float64, float64) arrays of len(ECE_BINS) - 1, the very numbers of np.bincount over ece_bin(conf)
+    (the right answers as bincount sums their 1.0 weights: exact counts)."""
+    m = len(ECE_BINS) - 1
+    bins = np.empty(len(conf), dtype=np.int8)  # bins 0..14: one byte per sample, not an int64
+    count, right = np.zeros(m, dtype=np.int64), np.zeros(m, dtype=np.int64)
+    for lo in range(0, len(conf), CHUNK):
+        part = ece_bin(conf[lo:lo + CHUNK])
+        bins[lo:lo + CHUNK] = part
+        count += np.bincount(part, minlength=m)
+        right += np.bincount(part[pred[lo:lo + CHUNK] == y[lo:lo + CHUNK]], minlength=m)
+    return count, bin_sums(bins, conf, m), right.astype(np.float64)
+
+
 def ece(p, y, idx=None) -> float:
     """Expected calibration error, top-label (Guo et al. 2017): the bins (m-1)/15 < confidence <= m/15,
     each |accuracy - mean confidence| weighted by its share of the samples."""
     conf = _take(p.top_prob, idx)
-    correct = (_take(p.pred, idx) == _take(y, idx)).astype(np.float64)
     if not conf.size:
         return float("nan")
-    bins = ece_bin(conf)
-    m = len(ECE_BINS) - 1
-    gap = np.bincount(bins, weights=correct, minlength=m) - np.bincount(bins, weights=conf, minlength=m)
-    return float(np.abs(gap).sum() / conf.size)
+    _, conf_sum, right = binned_confidence(conf, _take(p.pred, idx), _take(y, idx))
+    return float(np.abs(right - conf_sum).sum() / conf.size)
+
+
+def _brier(sum_sq_prob: np.ndarray, true_prob: np.ndarray) -> np.ndarray:
+    """max(sum_k p_k^2 - 2 p_y + 1, 0) per sample, in one new array (each step in place)."""
+    out = np.multiply(true_prob, 2.0)
+    np.subtract(sum_sq_prob, out, out=out)
+    np.add(out, 1.0, out=out)
+    return np.maximum(out, 0.0, out=out)
 
 
 def brier_score(p, y, idx=None) -> float:
     """Mean over samples of sum_k (p_k - [k = y])^2 = sum_k p_k^2 - 2 p_y + 1 (0 to 2)."""
-    per_sample = _take(p.sum_sq_prob, idx) - 2.0 * _take(p.true_prob, idx) + 1.0
-    return float(np.maximum(per_sample, 0.0).mean()) if per_sample.size else float("nan")
+    per_sample = _brier(_take(p.sum_sq_prob, idx), _take(p.true_prob, idx))
+    return float(per_sample.mean()) if per_sample.size else float("nan")
 
 
 def _abs_err(p, y, idx):
@@ -167,9 +220,9 @@ def r2(p, y, idx=None) -> float:
 def per_sample(name: str, p: Predictions, y: np.ndarray) -> np.ndarray | None:
     """The per-sample vector whose mean is the metric (records with resample MEAN), or None."""
     if name == "log_loss":
-        return -np.log(np.clip(p.true_prob, 1e-15, 1.0))
+        return _neg_log(p.true_prob)
     if name == "brier_score":
-        return np.maximum(p.sum_sq_prob - 2.0 * p.true_prob + 1.0, 0.0)
+        return _brier(p.sum_sq_prob, p.true_prob)
     if name == "mae":
         return _abs_err(p, y, None).mean(axis=1)
     return None

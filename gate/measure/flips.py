@@ -61,29 +61,53 @@ def flip_table(base: Predictions, cand: Predictions, y: np.ndarray | None, *, cl
     order = np.lexsort((changed, -np.abs(change), np.array([_KIND_ORDER[k] for k in kinds], dtype=np.int64)))
     kept = order[:limit]
     columns = groups or {}
-
-    def score(p: Predictions, vector: str, i: int) -> float | None:
-        values = getattr(p, vector)
-        return None if values is None or (vector == "true_prob" and y is None) else _rounded(values[i])
-
-    def row(position: int) -> dict:
-        i = int(changed[position])
-        return {
-            "index": i, "line": int(lines[i]) if lines is not None else None, "kind": str(kinds[position]),
-            "label": class_name(int(y[i]), classes) if y is not None else None,
-            "base": class_name(int(base.pred[i]), classes), "candidate": class_name(int(cand.pred[i]), classes),
-            "base_score": score(base, "top_prob", i), "candidate_score": score(cand, "top_prob", i),
-            "base_true": score(base, "true_prob", i), "candidate_true": score(cand, "true_prob", i),
-            "change": _rounded(change[position]) if with_true else None,
-            # named as gate/measure/groups.py names subgroups: the text of the value
-            "groups": {name: str(values[i]) for name, values in columns.items()}}
-
     # the largest changes of the true-class probability whatever their kind (data order without scores)
     largest = np.lexsort((changed, -np.abs(change)))[:LARGEST] if with_true else order[:LARGEST]
     counts = {kind: int((kinds == kind).sum()) for kind in (NEGATIVE, POSITIVE, NEUTRAL)} if y is not None else \
         {NEGATIVE: None, POSITIVE: None, NEUTRAL: None}
     return {"count": int(len(changed)), **counts, "capped": len(changed) > len(kept), "groups": list(columns),
-            "rows": [row(p) for p in kept], "largest": [row(p) for p in largest], "thumbnails": []}
+            "rows": _rows(kept, changed, kinds, change if with_true else None, base, cand, y, classes, columns, lines),
+            "largest": _rows(largest, changed, kinds, change if with_true else None, base, cand, y, classes, columns,
+                             lines),
+            "thumbnails": []}
+
+
+def _rows(positions: np.ndarray, changed: np.ndarray, kinds: np.ndarray, change: np.ndarray | None,
+          base: Predictions, cand: Predictions, y: np.ndarray | None, classes: Classes | None,
+          columns: dict[str, np.ndarray], lines: np.ndarray | None) -> list[dict]:
+    """The rows of the flips at these positions of `changed`, a column at a time (thousands of rows: a
+    Python call per cell would cost more than the rest of a warm run's judging)."""
+    idx = changed[positions]
+    names: dict[int, object] = {}
+
+    def named(values: np.ndarray) -> list:
+        out = []
+        for v in values.tolist():
+            if v not in names:
+                names[v] = class_name(int(v), classes)
+            out.append(names[v])
+        return out
+
+    def scores(p: Predictions, vector: str) -> list:
+        values = getattr(p, vector)
+        if values is None or (vector == "true_prob" and y is None):
+            return [None] * len(idx)
+        return [round(v, DIGITS) for v in values[idx].astype(np.float64).tolist()]
+
+    n = len(idx)
+    cols = {
+        "index": idx.tolist(), "line": lines[idx].astype(np.int64).tolist() if lines is not None else [None] * n,
+        "kind": [str(k) for k in kinds[positions].tolist()], "label": named(y[idx]) if y is not None else [None] * n,
+        "base": named(base.pred[idx]), "candidate": named(cand.pred[idx]),
+        "base_score": scores(base, "top_prob"), "candidate_score": scores(cand, "top_prob"),
+        "base_true": scores(base, "true_prob"), "candidate_true": scores(cand, "true_prob"),
+        "change": [round(v, DIGITS) for v in change[positions].astype(np.float64).tolist()] if change is not None
+        else [None] * n}
+    # named as gate/measure/groups.py names subgroups: the text of the value
+    group_texts = {name: [str(v) for v in values[idx]] for name, values in columns.items()}
+    keys = list(cols)
+    return [{**dict(zip(keys, row)), "groups": {name: texts[i] for name, texts in group_texts.items()}}
+            for i, row in enumerate(zip(*cols.values()))] if n else []
 
 
 def first_negative(flips: dict | None, k: int = THUMBNAILS) -> list[dict]:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import os
 from pathlib import Path
 
@@ -512,24 +513,44 @@ def _check_cache(x, path: str) -> None:
     _str(x.get("note"), _at(path, "note"), null=True)
 
 
-def _check_sequential(x, path: str) -> None:
-    """What the judge reads of the looks (judge._sequential_families): a plan it can rebuild, the look that
-    stopped the run, and each rule's number of tests."""
-    if _obj(x, path, required=("fractions", "alpha", "spending", "look"), null=True) is None:
+def _check_sequential(x, path: str, body: dict) -> None:
+    """What the judge reads of the looks (judge._sequential_families): a plan it can rebuild at the results'
+    own level, the look that stopped the run and its samples, and each rule's number of tests."""
+    if _obj(x, path, required=("fractions", "alpha", "spending", "look", "samples", "of"), null=True) is None:
         return
-    from gate.measure.sequential import plan
+    from gate.measure.sequential import look_sizes, plan
 
+    def real(value) -> bool:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+    fractions, alpha = x["fractions"], x["alpha"]
+    if not (isinstance(fractions, list) and all(real(f) for f in fractions) and real(alpha)):
+        raise _Bad(f"{path}.fractions must be a list of numbers and {path}.alpha a number; got "
+                   f"{_show(fractions)} and {_show(alpha)}")
     try:
-        fractions = tuple(x["fractions"]) if isinstance(x["fractions"], list) else None
-        looks = plan(fractions, x["alpha"], x["spending"]).looks
+        the_plan = plan(tuple(fractions), alpha, x["spending"])
     except (TypeError, ValueError) as exc:
         raise _Bad(f"{path} does not describe looks the gate can plan: {exc}") from None
-    look = x["look"]
-    if not (isinstance(look, int) and not isinstance(look, bool) and 1 <= look <= looks):
-        raise _Bad(f"{_at(path, 'look')} must be a look number from 1 to {looks}; got {_show(look)}")
+    confidence = body.get("confidence")
+    if real(confidence) and abs(alpha - (1 - confidence) / 2) > 1e-12:
+        raise _Bad(f"{_at(path, 'alpha')} is {_show(alpha)}, but the results' confidence {_show(confidence)} "
+                   f"gives {(1 - confidence) / 2!r} per side")
+    look, samples, of = x["look"], x["samples"], x["of"]
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in (look, samples, of)) or \
+            not 1 <= look <= the_plan.looks or of < 1:
+        raise _Bad(f"{_at(path, 'look')} must be a look number from 1 to {the_plan.looks} and samples and of "
+                   f"whole numbers; got {_show(look)}, {_show(samples)}, {_show(of)}")
+    try:
+        expected = look_sizes(of, the_plan)[look - 1]
+    except ValueError as exc:
+        raise _Bad(f"{path}: {exc}") from None
+    if samples != expected or samples != body.get("n_samples"):
+        raise _Bad(f"{_at(path, 'samples')} is {_show(samples)}, but look {look} of {of} samples sees {expected} "
+                   f"and the results hold {_show(body.get('n_samples'))}")
     for key, tests in _obj(x.get("tests", {}), _at(path, "tests")).items():
-        if not (key.isdigit() and isinstance(tests, int) and not isinstance(tests, bool) and tests >= 1):
-            raise _Bad(f"{_at(path, 'tests')} must map rule numbers to a count of tests (at least 1); got "
+        if not (re.fullmatch(r"[1-9][0-9]{0,5}", key) and isinstance(tests, int) and not isinstance(tests, bool)
+                and 1 <= tests <= 10**9):
+            raise _Bad(f"{_at(path, 'tests')} must map rule numbers to a count of tests (1 to 10^9); got "
                        f"{_show(key)}: {_show(tests)}")
 
 
@@ -561,7 +582,7 @@ def results_problem(doc) -> str | None:
         provenance = _obj(body["provenance"], "gate_results.provenance")
         _obj(provenance.get("host"), "gate_results.provenance.host", null=True)
         _check_cache(provenance.get("cache"), "gate_results.provenance.cache")
-        _check_sequential(provenance.get("sequential"), "gate_results.provenance.sequential")
+        _check_sequential(provenance.get("sequential"), "gate_results.provenance.sequential", body)
         target = _obj(provenance.get("target"), "gate_results.provenance.target", null=True)
         if target is not None and "name" in target:
             _str(target["name"], "gate_results.provenance.target.name")

@@ -170,17 +170,31 @@ def _frame(rule: Rule, m: MetricResult, *, label: str) -> Frame | str:
                  bound_text=bound_text, what=what)
 
 
+# the smallest p-value a quantile grid resolves: beyond its last level grid_p_* says 0 whatever the truth
+_GRID_FLOOR = stats.QUANTILE_LEVELS[0]
+
+
 def _p_within(rule: Rule, m: MetricResult, f: Frame) -> float:
     """One-sided p-value of "the rule holds" (small: evidence that it is broken)."""
+    return _p_and_floor(rule, m, f)[0]
+
+
+def _p_and_floor(rule: Rule, m: MetricResult, f: Frame) -> tuple[float, float]:
+    """(_p_within, the smallest p-value its method can tell apart from 0): 0 for a statistic computed exactly
+    (Wilson, Tango), the grid's first level for a p-value read off a quantile grid, and 1 for one that is only
+    the interval's own decision at its level (it says nothing about a stricter level)."""
     ev = m.evidence or {}
     kind = rule.bound_kind
     decided = _decide(f.low, f.high, f.margin, f.upper)
+    by_interval = (0.0 if decided == FAIL else 1.0, 0.0 if get_metric(rule.metric).method == EXACT else 1.0)
     if kind in ("min", "max"):
         if "k" in ev:
-            return (stats.wilson_p_above if kind == "max" else stats.wilson_p_below)(ev["k"], ev["n"], rule.bound)
+            return (stats.wilson_p_above if kind == "max" else stats.wilson_p_below)(ev["k"], ev["n"],
+                                                                                    rule.bound), 0.0
         if ev.get("candidate_grid"):
-            return (stats.grid_p_above if kind == "max" else stats.grid_p_below)(ev["candidate_grid"], rule.bound)
-        return 0.0 if decided == FAIL else 1.0
+            return (stats.grid_p_above if kind == "max" else stats.grid_p_below)(ev["candidate_grid"],
+                                                                                rule.bound), _GRID_FLOOR
+        return by_interval
     drop = kind in DROP_BOUNDS
     if "relative" in kind and m.base and m.relative_interval is not None:
         # the same paired-ratio distribution the frame's interval comes from; for paired
@@ -190,16 +204,17 @@ def _p_within(rule: Rule, m: MetricResult, f: Frame) -> float:
             grid = stats.paired_proportion_relative_change(ev["b"], ev["c"], ev["n"], ev["k"],
                                                            confidence=0.95).grid
         if grid:
-            return stats.grid_p_below(grid, -rule.bound) if drop else stats.grid_p_above(grid, rule.bound)
+            return (stats.grid_p_below(grid, -rule.bound) if drop else stats.grid_p_above(grid, rule.bound)), \
+                _GRID_FLOOR
     if "b" in ev:
         if drop:
-            return stats.tango_p_below(ev["b"], ev["c"], ev["n"], -f.abs_margin)
-        return stats.tango_p_above(ev["b"], ev["c"], ev["n"], f.abs_margin)
+            return stats.tango_p_below(ev["b"], ev["c"], ev["n"], -f.abs_margin), 0.0
+        return stats.tango_p_above(ev["b"], ev["c"], ev["n"], f.abs_margin), 0.0
     if ev.get("delta_grid"):
         if drop:
-            return stats.grid_p_below(ev["delta_grid"], -f.abs_margin)
-        return stats.grid_p_above(ev["delta_grid"], f.abs_margin)
-    return 0.0 if decided == FAIL else 1.0
+            return stats.grid_p_below(ev["delta_grid"], -f.abs_margin), _GRID_FLOOR
+        return stats.grid_p_above(ev["delta_grid"], f.abs_margin), _GRID_FLOOR
+    return by_interval
 
 
 def _status(decision: str, rule: Rule, inconclusive: str) -> tuple[str, bool]:
@@ -349,11 +364,13 @@ def _family(rule: Rule, cand: CandidateMeasurements) -> list[_Member]:
 
 class _Test(NamedTuple):
     """One test of a rule's family: the subgroup's row of RuleResult.groups and what judging it needs.
-    frame is None for a subgroup too small to judge or one that could not be judged (entry["status"] says)."""
+    frame is None for a subgroup too small to judge or one that could not be judged (entry["status"] says).
+    p_floor: the smallest p-value its method resolves (see _p_and_floor)."""
     entry: dict
     frame: Frame | None
     m: MetricResult | None
     spec: MetricSpec
+    p_floor: float = 0.0
 
 
 def _test_entries(rule: Rule, members: list[_Member], label: str) -> list[_Test]:
@@ -375,7 +392,10 @@ def _test_entries(rule: Rule, members: list[_Member], label: str) -> list[_Test]
                                                           "the interval could not be computed"))
             f = None
         else:
-            entry.update(observed=f.observed, interval=[f.low, f.high], p_value=_p_within(rule, m, f))
+            p, floor = _p_and_floor(rule, m, f)
+            entry.update(observed=f.observed, interval=[f.low, f.high], p_value=p)
+            out.append(_Test(entry, f, m, spec, floor))
+            continue
         out.append(_Test(entry, f, m, spec))
     return out
 
@@ -389,7 +409,9 @@ def _correct(rule: Rule, tests: list[_Test], *, label: str, confidence: float, c
     judged = [t for t in tests if t.frame is not None]
     p_values = [t.entry["p_value"] for t in judged]
     if family is not None:
-        rejected = iter([p is not None and p <= family.fail_alpha for p in p_values])
+        # a p-value its method cannot resolve at the share's level (a grid's 0 beyond its last level) fails nothing
+        rejected = iter([t.entry["p_value"] is not None and t.entry["p_value"] <= family.fail_alpha and
+                         family.fail_alpha >= t.p_floor for t in judged])
         size = family.tests
     else:
         alpha = (1.0 - confidence) / 2.0  # each side of a two-sided interval
@@ -409,14 +431,17 @@ def _correct(rule: Rule, tests: list[_Test], *, label: str, confidence: float, c
             decision = INCONCLUSIVE  # beyond the bound alone, not after the family-wise correction
         samples = None
         if decision == INCONCLUSIVE:
+            # at a look: planned at the subgroup's own share of the fail side (never a level that rounds to 1)
             samples = _samples(spec, m, observed=f.observed, low=f.low, high=f.high, margin=f.margin,
-                               confidence=confidence, relative="relative" in rule.bound_kind,
-                               scale=abs(m.base or 0), tests=size if corrected else 1)
+                               confidence=1.0 - 2.0 * family.fail_alpha if family else confidence,
+                               relative="relative" in rule.bound_kind, scale=abs(m.base or 0),
+                               tests=1 if family else size if corrected else 1)
         p_text = f"p {_p_text(t.entry['p_value'])}"
         if alone_beyond:
             # the printed interval is this subgroup's own; say plainly that the correction decided
             reason = _reason(f, FAIL, confidence, label, samples, m.n) + \
-                f", but not {_corrected(correction, size, p_text, family, _noun(rule))}, so undecided" + _advice(samples, m.n)
+                f", but not {_corrected(correction, size, p_text, family, _noun(rule))}, so undecided" + \
+                _advice(samples, m.n)
         else:
             suffix = f"; still beyond {_corrected(correction, size, p_text, family, _noun(rule))}" \
                 if corrected and decision == FAIL else ""
@@ -537,10 +562,11 @@ def family_decided(policy: Policy, rule: Rule, cand: CandidateMeasurements, fami
     small or absent in its samples, or no interval yet) keeps the family open."""
     result = evaluate_grouped(rule, cand, confidence=policy.confidence, inconclusive=policy.inconclusive,
                               correction=policy.correction, small_groups=policy.small_groups, family=family)
-    statuses = {(e["grouping"], e["group"]): e["status"] for e in result.groups}
-    if FAIL in statuses.values():
+    if any(e["status"] == FAIL for e in result.groups):
         return True
-    return all(statuses.get(pair) == PASS for pair in family.required)
+    passed = {(e["grouping"], e["group"]) for e in result.groups if e["status"] == PASS}
+    undecided = {(e["grouping"], e["group"]) for e in result.groups if e["status"] != PASS}
+    return all(pair in passed and pair not in undecided for pair in family.required)
 
 
 def _samples(spec, m: MetricResult, *, observed, low, high, margin, confidence, relative, scale,
@@ -673,9 +699,8 @@ def _sequential_families(policy: Policy, measurements: Measurements):
 
     def looked(rule: Rule, cand: CandidateMeasurements):
         tests = planned.get(str(rule.index))
-        if tests is None:
-            tests = 1 if policy.correction == "none" else max(1, sum(
-                1 for _, _, n, m, spec in _family(rule, cand) if n >= rule.min_samples and m is not None))
+        if tests is None:  # gate judge refuses other policies (merge.check_against_policy): every member, then
+            tests = 1 if policy.correction == "none" else max(1, len(_family(rule, cand)))
         return family_look(the_plan, int(seq["look"]) - 1, int(tests))
     return looked
 

@@ -18,7 +18,16 @@ def _read(path: Path) -> Measurements:
 
 # measurements can only be merged when they compared against the same thing
 _SAME = (("base model", lambda m: m.base.sha256), ("data", lambda m: m.data.get("sha256")),
-         ("task", lambda m: m.task), ("confidence", lambda m: m.confidence), ("seed", lambda m: m.seed))
+         ("task", lambda m: m.task), ("confidence", lambda m: m.confidence), ("seed", lambda m: m.seed),
+         # each file's looks stopped where its own candidates were decided: one look judges one file
+         ("sequential looks", lambda m: _looks_of(m)))
+
+
+def _looks_of(m: Measurements) -> str:
+    looks = (m.provenance or {}).get("sequential")
+    if not looks:
+        return "none"
+    return f"look {looks.get('look')} on {looks.get('samples')} samples"
 
 
 def _target(m: Measurements) -> str | None:
@@ -38,6 +47,14 @@ def check_against_policy(m: Measurements, policy, path: Path) -> None:
             raise GateInputError(f"was measured with {what} {measured!r}, but the policy {policy.source} says "
                                  f"{wanted!r}", path=path,
                                  fix=f"measure again with this policy, or judge with the policy it was measured with")
+    looks = (m.provenance or {}).get("sequential")
+    measured_by = ((m.provenance or {}).get("policy") or {}).get("sha256")
+    if looks and measured_by != policy.sha256:
+        # the looks stopped where that policy's rules were decided, and its subgroups fixed each rule's share
+        raise GateInputError(f"was measured in sequential looks under another policy (sha256 {str(measured_by)[:12]}) "
+                             f"than {policy.source} ({policy.sha256[:12]}); looks can only be judged by the policy "
+                             "that decided when to stop", path=path,
+                             fix="judge with the policy it was measured with, or measure again with this one")
     for what, ref, digest in (("base model", policy.base, m.base.sha256), ("data", policy.data, m.data.get("sha256"))):
         if ref is not None and ref.path.is_file() and digest and sha256_of(ref.path) != digest:
             raise GateInputError(f"was measured on another {what} than the policy's {ref.path} (sha256 "

@@ -150,6 +150,7 @@ def measure(policy: Policy, *, show_progress: bool | None = None, target: str | 
         raise GateInputError("has no group columns configured, but a rule judges subgroups", path=policy.source,
                              fix="name the group columns under data: groups: [column, ...]")
     groupings = groups.groupings_for(dataset.columns, dataset.group_keys, dataset.labels, per_class=per_class)
+    _check_distinct_subgroups(groupings, dataset)
     if looks is not None:
         looks = replace(looks, families=_families(policy, groupings))
     base_runner, base_info, runners, infos, failed = _open_all(policy, dataset)
@@ -621,11 +622,23 @@ def _looks(policy: Policy, n: int) -> _Looks | None:
     return _Looks(plan=plan, sizes=sizes, order=sequential.look_order(n, policy.seed))
 
 
+def _check_distinct_subgroups(groupings: list, dataset: Dataset) -> None:
+    """Every subgroup must have a name of its own: the reports, the judge and the looks tell them apart by it.
+    Values of intersected columns can make two subgroups read alike ("a" and "x × b" against "a × x" and "b")."""
+    for g in groupings:
+        if len(set(g.keys)) < len(g.keys):
+            seen = set()
+            twice = next(k for k in g.keys if k in seen or seen.add(k))
+            raise GateInputError(f"has two subgroups of {g.name} both named {twice!r} (their values contain "
+                                 f"{groups.SEP.strip()!r})", path=dataset.path,
+                                 fix=f"remove {groups.SEP.strip()!r} from the values of {', '.join(g.columns)}")
+
+
 def _families(policy: Policy, groupings: list) -> dict[int, tuple[int, frozenset]]:
     """Each rule over subgroups: how many tests share its fail side (the subgroups large enough to judge on all
     the samples, 1 without a correction) and which they are. Fixed before the first look, as the Bonferroni
     share must be, from the whole data's subgroups: a look's samples may miss some of them."""
-    sizes = {g.name: np.bincount(g.codes, minlength=len(g.keys)) for g in groupings}
+    sizes = [np.bincount(g.codes, minlength=len(g.keys)) for g in groupings]  # by position: names may repeat
     out = {}
     for rule in policy.rules:
         if not rule.grouped:
@@ -633,8 +646,8 @@ def _families(policy: Policy, groupings: list) -> dict[int, tuple[int, frozenset
         if rule.per == groups.PERTURBATION:  # each perturbation is a test on all the samples
             judgeable = frozenset((groups.PERTURBATION, p.name) for p in policy.perturbations)
         else:
-            judgeable = frozenset((g.name, key) for g in groupings if g.kind == rule.per
-                                  for key, size in zip(g.keys, sizes[g.name]) if size >= rule.min_samples)
+            judgeable = frozenset((g.name, key) for g, counts in zip(groupings, sizes) if g.kind == rule.per
+                                  for key, size in zip(g.keys, counts) if size >= rule.min_samples)
         tests = len(judgeable) if policy.correction != "none" else 1
         out[rule.index] = (max(tests, 1), judgeable)
     return out
@@ -659,15 +672,16 @@ def _decided_at(policy: Policy, looks: _Looks, k: int, m: int, done: _Pass, y, s
     """Whether every sample-based rule of every candidate is decided on the first m samples, each interval at
     look k's level; a rule over subgroups on the look's subgroups (gate/measure/sequential.py FamilyLook).
     A bootstrap rule decides only at a look whose tail its resamples reach."""
-    from gate.measure.registry import AGREEMENT, BOOTSTRAP, QUALITY
+    from gate.measure.registry import AGREEMENT, EXACT, QUALITY
     from gate.measure.sequential import family_look
 
     rules = [r for r in policy.rules if r.target is None and get_metric(r.metric) is not None
              and get_metric(r.metric).kind in (QUALITY, AGREEMENT)]
     if not rules:
         return True
-    if any(get_metric(r.metric).method == BOOTSTRAP for r in rules) and \
-            not looks.plan.resolved_by(k, policy.bootstrap):
+    if any(get_metric(r.metric).method == EXACT for r in rules):
+        return False  # a maximum over some of the samples is only a lower bound of the maximum over all of them
+    if any(not looks.plan.resolved_by(k, draws) for draws in filter(None, (_draws_behind(r, policy) for r in rules))):
         return False
     level = looks.plan.confidence_at(k)
     base = views.First(done.base, m).result()
@@ -695,6 +709,20 @@ def _decided_at(policy: Policy, looks: _Looks, k: int, m: int, done: _Pass, y, s
     families = {i: family_look(looks.plan, k, tests, required=required)
                 for i, (tests, required) in looks.families.items()}
     return settled(rules, metrics, grouped=grouped, families=families)
+
+
+def _draws_behind(rule: Rule, policy: Policy) -> int | None:
+    """How many random draws the rule's interval is a percentile of (None: a closed-form interval): a look may
+    decide it only where its tail holds enough of them (sequential.Plan.resolved_by)."""
+    from gate.measure.registry import BOOTSTRAP, PAIRED_PROPORTION
+    from gate.measure.stats import POSTERIOR_DRAWS
+
+    spec = get_metric(rule.metric)
+    if spec.method == BOOTSTRAP:
+        return policy.bootstrap
+    if "relative" in rule.bound_kind:  # a ratio's interval comes from draws whatever the metric's own method
+        return POSTERIOR_DRAWS if spec.method == PAIRED_PROPORTION else min(policy.bootstrap, POSTERIOR_DRAWS)
+    return None
 
 
 @dataclass

@@ -474,7 +474,7 @@ def relative_change_from_bootstrap(cand_dist: np.ndarray, base_dist: np.ndarray,
 # the grid rests on 8 draws; a 2.5% end has a Monte Carlo error of about 2% of the
 # posterior's standard deviation (sqrt(0.025 * 0.975 / 16000) / 0.058), below what
 # a report's 4 digits show for any table of 1,000 samples or more.
-_POSTERIOR_DRAWS = 16000
+POSTERIOR_DRAWS = _POSTERIOR_DRAWS = 16000  # relative changes of paired proportions
 
 
 def paired_proportion_relative_change(b: int, c: int, n: int, k: int, *, confidence: float,

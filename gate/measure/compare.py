@@ -268,21 +268,21 @@ def _agreement(name, spec, *, base, cand, agreement, y, n, confidence, bootstrap
         if agreement.max_abs is None:
             return MetricResult(metric=name, n=n, unavailable="the outputs of base and candidate differ in shape")
         return MetricResult(metric=name, n=n, candidate=float(np.max(agreement.max_abs)))
-    values = agree.per_sample(agreement)[name]
+    values = agree.per_sample(agreement)[name]  # float32 per sample (gate/predictions.py): means in float64
     if values is None:
         why = "a model gives labels, not scores" if spec.needs_scores else \
             "the outputs of base and candidate differ in shape"
         return MetricResult(metric=name, n=n, unavailable=why)
     if with_interval and spec.method == BOOTSTRAP and spec.resample == fast.MEAN:
         draws = _mean_distributions(base, cand, agreement, y, bootstrap, seed)[name]
-        return from_distributions(name, n, base_value=None, cand_value=float(values.mean()), cand_dist=draws.cand,
-                                  base_dist=None, confidence=confidence, method=draws.method)
+        return from_distributions(name, n, base_value=None, cand_value=float(values.mean(dtype=np.float64)),
+                                  cand_dist=draws.cand, base_dist=None, confidence=confidence, method=draws.method)
     if with_interval and spec.method == BOOTSTRAP:
-        return bootstrapped(name, n, base_value=None, cand_value=float(values.mean()),
-                            cand_stat=lambda idx: float(values[idx].mean()), base_stat=None,
+        return bootstrapped(name, n, base_value=None, cand_value=float(values.mean(dtype=np.float64)),
+                            cand_stat=lambda idx: float(values[idx].mean(dtype=np.float64)), base_stat=None,
                             confidence=confidence, bootstrap=bootstrap, seed=seed,
                             order=canonical_order(n, values))
-    return MetricResult(metric=name, n=n, candidate=float(values.mean()))
+    return MetricResult(metric=name, n=n, candidate=float(values.mean(dtype=np.float64)))
 
 
 def footprint(name: str, base: ModelInfo, cand: ModelInfo, n: int) -> MetricResult:

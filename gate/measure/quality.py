@@ -108,8 +108,10 @@ def f1_weighted(p, y, idx=None) -> float:
 
 
 def _neg_log(true_prob: np.ndarray) -> np.ndarray:
-    """-log(clip(p, 1e-15, 1)) per sample, in one new array (the log and the sign taken in place)."""
-    out = np.clip(true_prob, 1e-15, 1.0)
+    """-log(clip(p, 1e-15, 1)) per sample in float64, in one new array (clip, log and sign taken in place). A
+    probability stored in float32 below 1e-45 reads as 0: clipped to 1e-15 as its float64 value would be."""
+    out = np.array(true_prob, dtype=np.float64)
+    np.clip(out, 1e-15, 1.0, out=out)
     np.log(out, out=out)
     return np.negative(out, out=out)
 
@@ -182,8 +184,8 @@ def ece(p, y, idx=None) -> float:
 
 
 def _brier(sum_sq_prob: np.ndarray, true_prob: np.ndarray) -> np.ndarray:
-    """max(sum_k p_k^2 - 2 p_y + 1, 0) per sample, in one new array (each step in place)."""
-    out = np.multiply(true_prob, 2.0)
+    """max(sum_k p_k^2 - 2 p_y + 1, 0) per sample in float64, in one new array (each step in place)."""
+    out = np.multiply(true_prob, 2.0, dtype=np.float64)
     np.subtract(sum_sq_prob, out, out=out)
     np.add(out, 1.0, out=out)
     return np.maximum(out, 0.0, out=out)

@@ -321,6 +321,11 @@ class _Context:
     sample_ids: np.ndarray | None = None
 
 
+def _relative_per_group(policy: Policy) -> frozenset:
+    """The metrics a relative bound judges per subgroup: only they need the relative change's interval there."""
+    return frozenset(r.metric for r in policy.rules if r.grouped and "relative" in r.bound_kind)
+
+
 def _group_columns(dataset: Dataset) -> dict:
     keys = dict.fromkeys(k for g in dataset.group_keys for k in (g if isinstance(g, tuple) else (g,)))
     return {k: dataset.columns[k] for k in keys}
@@ -356,7 +361,8 @@ def _from_outputs(c: _Context, name: str, *, cand_pred, agreement, nonfinite, in
         return CandidateMeasurements(info=info, metrics=metrics, nonfinite=nonfinite, notes=notes)
     grouped = groups.measure_groupings(
         c.groupings, base=base_pred, cand=cand_pred, agreement=agreement, y=y, task=policy.task, each=c.each,
-        gaps=c.gaps, fairness=c.fairness, confidence=c.level, bootstrap=policy.bootstrap, seed=policy.seed)
+        gaps=c.gaps, fairness=c.fairness, confidence=c.level, bootstrap=policy.bootstrap, seed=policy.seed,
+        relative=_relative_per_group(policy))
     grouped += (perturbed,) if perturbed is not None else ()
     notes = notes + perturbed_notes
     if info.sha256 == base_info.sha256:
@@ -704,7 +710,8 @@ def _decided_at(policy: Policy, looks: _Looks, k: int, m: int, done: _Pass, y, s
         if grouped_rules:
             grouped[name] = CandidateMeasurements(info=infos[name], groupings=groups.measure_groupings(
                 seen_groupings, base=base, cand=cand, agreement=agreement, y=seen, task=policy.task, each=each,
-                gaps={}, fairness=set(), confidence=level, bootstrap=policy.bootstrap, seed=policy.seed)
+                gaps={}, fairness=set(), confidence=level, bootstrap=policy.bootstrap, seed=policy.seed,
+                relative=_relative_per_group(policy))
                 + ((under[name],) if name in under else ()))
     families = {i: family_look(looks.plan, k, tests, required=required)
                 for i, (tests, required) in looks.families.items()}

@@ -189,10 +189,12 @@ def fairness_from_counts(name: str, c: fast.CellCounts) -> tuple[np.ndarray, np.
 
 def measure_groupings(groupings: list[Grouping], *, base: Predictions, cand: Predictions, agreement: Agreement,
                       y: np.ndarray | None, task: str, each: dict[str, int], gaps: dict[str, int],
-                      fairness: set[str], confidence: float, bootstrap: int, seed: int) -> tuple[GroupingResult, ...]:
+                      fairness: set[str], confidence: float, bootstrap: int, seed: int,
+                      relative: frozenset | None = None) -> tuple[GroupingResult, ...]:
     """each: metric -> min_samples of the subgroups it is judged on (they get intervals; smaller ones are
     too small to judge and get none); gaps: metric -> min_samples of the subgroups that count;
-    fairness: between-group metrics of the candidate and base."""
+    fairness: between-group metrics of the candidate and base; relative: the metrics a relative bound judges
+    per subgroup (None: every one), the others get no interval of their relative change."""
     headline = headline_for(task)  # shown for every subgroup, judged or not
     shown = {headline} if headline is not None and y is not None else set()
     # below every rule's min_samples a subgroup is only counted: no interval is drawn or judged
@@ -211,7 +213,8 @@ def measure_groupings(groupings: list[Grouping], *, base: Predictions, cand: Pre
                 metrics[name] = compare(name, base=sub_b, cand=sub_c, agreement=_slice_agreement(agreement, idx),
                                         y=sub_y, task=task, confidence=confidence, bootstrap=bootstrap,
                                         seed=seed + j, with_interval=name in each and idx.size >= each[name],
-                                        classes=classes, intervals=idx.size >= too_small)
+                                        classes=classes, intervals=idx.size >= too_small,
+                                        relative=relative is None or name in relative)
             flips = negative = None
             if base.pred is not None:
                 flips = int((sub_b.pred != sub_c.pred).sum())

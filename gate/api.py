@@ -352,8 +352,9 @@ def stopping_rule(policy: Policy):
     def settled(rules, metrics, *, grouped=None, families=None) -> bool:
         for name, cand in metrics.items():
             for rule in rules:
-                if rule.grouped:
-                    if not family_decided(policy, rule, grouped[name], families[rule.index]):
+                if rule.grouped:  # a look always hands both in; without them nothing is decided
+                    if not grouped or name not in grouped or not families or rule.index not in families or \
+                            not family_decided(policy, rule, grouped[name], families[rule.index]):
                         return False
                 elif evaluate(rule, cand.get(rule.metric), confidence=policy.confidence,
                               inconclusive=policy.inconclusive).status == INCONCLUSIVE:

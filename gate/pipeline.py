@@ -6,6 +6,7 @@ import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
@@ -63,12 +64,16 @@ def _device_rules(policy: Policy, target: str | None) -> list:
             and r.target == target]
 
 
-# settled(rules, numbers so far: candidate -> metric -> result) -> True when every rule is decided on them.
-# The stopping rule of the timed loop: the judge's decision, built and handed in by the caller (gate/cli.py),
-# so measurement never imports the judge. Without one, the timed loop looks once. At a sequential look it is
-# also given `grouped` (candidate -> CandidateMeasurements with the look's subgroups) and `families` (rule
-# index -> gate.measure.sequential.FamilyLook) for the rules over subgroups.
-Settled = Callable[..., bool]
+class Settled(Protocol):
+    """settled(rules, numbers so far: candidate -> metric -> result) -> True when every rule is decided on them.
+    The stopping rule of the timed loop and of sequential looks: the judge's decision, built and handed in by
+    the caller (gate/api.py stopping_rule), so measurement never imports the judge. Without one, the timed
+    loop looks once and every sample is run. At a sequential look it is also given `grouped` (candidate ->
+    CandidateMeasurements with the look's subgroups) and `families` (rule index -> FamilyLook) for the rules
+    over subgroups."""
+
+    def __call__(self, rules: Sequence[Rule], metrics: dict[str, dict[str, MetricResult]], *,
+                 grouped: dict | None = None, families: dict | None = None) -> bool: ...
 
 
 def _device_run(policy: Policy, target: str | None, base_runner, runners: dict, *, everything: bool = False,

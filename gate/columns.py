@@ -59,17 +59,25 @@ class LazyColumn:
         for lo in range(0, len(self), step):
             yield lo, self._rows(lo, min(lo + step, len(self)))
 
-    def min(self):
-        return self._extreme(np.min)
+    def min(self, axis=None):
+        return self._extreme(np.min, axis)
 
-    def max(self):
-        return self._extreme(np.max)
+    def max(self, axis=None):
+        return self._extreme(np.max, axis)
 
-    def _extreme(self, pick):
+    def _extreme(self, pick, axis=None):
+        """Over every value, or with axis=0 over the samples (one per position of a sample), a chunk at a
+        time: the perturbations' observed ranges read them so, whatever order or layout the column is in."""
+        if axis not in (None, 0):
+            raise ValueError(f"a lazy column's {pick.__name__} is over all values or axis 0, not axis {axis!r}")
         cache = self.__dict__.setdefault("_extremes", {})
-        if pick.__name__ not in cache:
-            cache[pick.__name__] = pick([pick(rows) for _, rows in self.chunks()])
-        return cache[pick.__name__]
+        key = (pick.__name__, axis)
+        if key not in cache:
+            if not len(self):
+                raise ValueError(f"zero-size column has no {pick.__name__}")
+            cache[key] = pick(np.stack([pick(rows, axis=axis) for _, rows in self.chunks()]), axis=0) \
+                if axis == 0 else pick([pick(rows) for _, rows in self.chunks()])
+        return cache[key]
 
     def __array__(self, dtype=None, copy=None):
         # only for a caller that needs every value at once; the gate itself reads batches

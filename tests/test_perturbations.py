@@ -358,3 +358,20 @@ def test_results_and_report_with_perturbations_meet_their_schemas_and_read_back(
     assert [g.key for g in grouping.groups] == [NOISE, DROPOUT, QUANTIZE]
     assert grouping.groups[1].parameters == {"kind": "dropout", "rate": 0.2, "value": 0.0, "seed": 0, "index": 2}
     assert contract.load_report_dir(run.dir / "out")[0]["verdict"] == "fail"
+
+
+def test_observed_ranges_of_lazy_columns_are_the_arrays_own(monkeypatch):
+    """quantize, brightness and contrast read the clean data's range per feature or overall; a column read
+    lazily (the looks' reordering, a reshaped Fortran-order map) gives the same ranges, a chunk at a time."""
+    from gate import columns
+    from gate.views import Reordered
+
+    monkeypatch.setattr(columns, "CHUNK_VALUES", 60)  # ten rows a chunk: many chunks
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(1003, 6)).astype(np.float32)
+    order = rng.permutation(len(x))
+    for lazy in (Reordered(x, order), columns.Reshaped(np.asfortranarray(x), (6,))):
+        for per_feature in (True, False):
+            low, high = perturb.observed_range(lazy, per_feature=per_feature)
+            want_low, want_high = perturb.observed_range(x, per_feature=per_feature)
+            assert np.array_equal(low, want_low) and np.array_equal(high, want_high)

@@ -143,7 +143,7 @@ def summary_lines(verdict: Verdict, out_dir: Path | None, measurements=None) -> 
     seq = (measurements.provenance.get("sequential") if measurements is not None else None) or {}
     if seq.get("stopped_early"):
         lines.append(f"sequential: every rule decided at look {seq['look']} on {seq['samples']:,} of "
-                     f"{seq['of']:,} samples; the rest were not run")
+                     f"{seq['of']:,} samples; the rest were not run, so NaN outputs or errors there are not seen")
     for c in verdict.candidates:
         t = c.tally
         extra = f"  ({c.error.splitlines()[0]})" if c.error else ""

@@ -52,6 +52,10 @@ def test_a_broken_candidate_is_failed_on_a_fifth_of_the_samples(lab):
     indices = [int(line.split(",")[1]) for line in csv[1:] if not line.startswith("#")]
     assert len(indices) == len(set(indices)) and all(s.base[i] != s.cand[i] for i in indices)
     assert "sequential: decided at look" in (root / "broken" / "report.md").read_text()
+    # the samples that were not run cannot show NaN outputs: every reader is told so
+    assert "NaN outputs or errors there are not seen" in result.stdout
+    assert "NaN outputs or errors there are not seen" in (root / "broken" / "report.md").read_text()
+    assert "NaN outputs or errors on them are not seen" in (root / "broken" / "report.html").read_text()
 
 
 def test_an_unchanged_candidate_passes_early_and_a_close_one_runs_every_look(lab):

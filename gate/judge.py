@@ -461,6 +461,18 @@ def _noun(rule: Rule) -> str:
     return "perturbation" if rule.per == "perturbation" else "subgroup"
 
 
+def _with_relative(m: MetricResult | None, confidence: float) -> MetricResult | None:
+    """A paired proportion measured without its relative change's interval (its subgroups are measured
+    without one unless a relative rule judges them there: gate judge given another policy) gets the one the
+    measurement would have drawn, a function of the counts, instead of the delta over the base."""
+    ev = (m.evidence or {}) if m is not None else {}
+    if m is None or m.relative_interval is not None or m.unavailable or \
+            get_metric(m.metric).method != PAIRED_PROPORTION or not all(k in ev for k in ("b", "c", "n", "k")):
+        return m
+    rel = stats.paired_proportion_relative_change(ev["b"], ev["c"], ev["n"], ev["k"], confidence=confidence)
+    return replace(m, relative_interval=rel.interval)
+
+
 def _family_decision(statuses: list[str]) -> str:
     """The rule's decision from its subgroups': a failure first, then an error, undecided, too small."""
     for decision in (FAIL, ERROR, INCONCLUSIVE, "too_small"):
@@ -551,6 +563,8 @@ def evaluate_grouped(rule: Rule, cand: CandidateMeasurements, *, confidence: flo
     if not members:
         return _error(rule, f"{rule.text}: there are no subgroups to judge (check data.groups)", None)
     label = f"{rule.metric} gap" if rule.scope == "gap" else rule.metric
+    if "relative" in rule.bound_kind:
+        members = [(g, key, n, _with_relative(m, confidence), spec) for g, key, n, m, spec in members]
     tests = _test_entries(rule, members, label)
     decided = _correct(rule, tests, label=label, confidence=confidence, correction=correction, family=family)
     return _aggregate(rule, decided, inconclusive=inconclusive, small_groups=small_groups)

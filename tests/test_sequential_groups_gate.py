@@ -335,3 +335,22 @@ def test_subgroups_get_a_relative_interval_only_when_a_relative_rule_judges_them
         seen[kind] = [g["metrics"]["accuracy"]["relative_interval"] for g in grouping["groups"]]
     assert seen["max_drop"] == [None] * 4
     assert all(iv is not None and iv["low"] < iv["high"] for iv in seen["max_relative_drop"])
+
+
+def test_a_relative_rule_judging_results_measured_without_it_gets_the_same_intervals(lab):
+    """Results measured under an absolute per-group rule carry no relative interval for the subgroups; a
+    policy with a relative per-group rule judging them derives the one the measurement would have drawn (a
+    function of the counts), so gate judge says what gate check says, not the delta over a fixed base."""
+    root, _ = lab
+    absolute = _policy(root, "broken", [{"metric": "accuracy", "max_drop": 0.05, "per": "group"}])
+    relative_rules = [{"metric": "accuracy", "max_relative_drop": 0.06, "per": "group"}]
+    measured = run_main("measure", "--policy", absolute, "--out", root / "absolute.json", "--no-progress")
+    assert measured.code == 0, measured
+    relative = write_policy(root / "relative.yaml", relative_rules, candidates={"broken": "broken.onnx"},
+                            batch_size=100, data={"path": "data.npz", "groups": ["region"]})
+    run_main("judge", "--policy", relative, "--out", root / "relative-judged", root / "absolute.json")
+    _, checked = _check(root, "broken", "relative-checked", relative_rules)
+    judged = read_report(root / "relative-judged")
+    a, b = candidate(judged, "broken")["rules"][0], candidate(checked, "broken")["rules"][0]
+    assert [(g["group"], g["status"], g["interval"]) for g in a["groups"]] == \
+        [(g["group"], g["status"], g["interval"]) for g in b["groups"]]

@@ -317,3 +317,35 @@ def test_agreement_beyond_float32_range_keeps_its_vector_in_float64():
     r = agree.result()
     assert r.max_abs.dtype == np.float64 and r.max_abs.tolist() == [0.5, 0.5, 1e150, 0.0]
     assert r.cosine.dtype == SCORES and r.kl is None
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux") or not os.path.exists("/proc/self/pagemap") or
+                    not hasattr(mmap, "MADV_DONTNEED") or not hasattr(os, "posix_fadvise"),
+                    reason="page residency is read from Linux's pagemap")
+def test_rows_read_in_the_looks_random_order_leave_few_pages_mapped(tmp_path):
+    """Sequential looks read a memory-mapped column in a random order (gate.views.Reordered): every scattered
+    row maps a whole folio, so one batch mapped most of the file and a pass kept all of it. Rows are now read
+    in pieces whose pages are handed back at once: after a pass no page stays, and a batch never has more
+    than a few pieces' worth mapped."""
+    from gate.views import Reordered
+
+    path = tmp_path / "x.npy"
+    rows = np.random.default_rng(0).standard_normal((12000, 784), dtype=np.float32)  # 38 MB, 3 KB a row
+    np.save(path, rows)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+    column = np.load(path, mmap_mode="r")
+    order = np.random.default_rng(1).permutation(len(column))
+    view = Reordered(column, order)
+    total = len(column._mmap) // mmap.PAGESIZE
+    most = 0
+    for start in range(0, len(view), 1000):
+        batch = view[start:start + 1000]
+        assert np.array_equal(batch, rows[order[start:start + 1000]])  # the same rows, in the looks' order
+        most = max(most, _resident_pages(column))
+    assert _resident_pages(column) == 0
+    assert most < total // 4, (most, total)

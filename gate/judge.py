@@ -9,6 +9,7 @@ from typing import NamedTuple
 
 from gate.fmt import number
 from gate.measure import stats
+from gate.measure.groups import FAIRNESS_TEST, GAP_TEST
 from gate.measure.registry import (AGREEMENT, BOOTSTRAP, EXACT, FAIRNESS, PAIRED_PROPORTION, PERCENTILES, QUALITY,
                                    TIMED, MetricSpec, get_metric)
 from gate.measure.stats import samples_to_decide, samples_to_decide_from_interval
@@ -350,11 +351,11 @@ def _family(rule: Rule, cand: CandidateMeasurements) -> list[_Member]:
         if grouping.kind != wanted:
             continue
         if spec.kind == FAIRNESS:
-            out.append((grouping.name, "(between subgroups)", sum(g.n for g in grouping.groups),
+            out.append((grouping.name, FAIRNESS_TEST, sum(g.n for g in grouping.groups),
                         grouping.fairness.get(rule.metric), spec))
             continue
         if rule.scope == "gap":
-            out.append((grouping.name, "(best minus worst)", sum(g.n for g in grouping.groups),
+            out.append((grouping.name, GAP_TEST, sum(g.n for g in grouping.groups),
                         grouping.gaps.get(rule.metric), _GAP_SPEC))
             continue
         for group in grouping.groups:

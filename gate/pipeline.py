@@ -157,7 +157,7 @@ def measure(policy: Policy, *, show_progress: bool | None = None, target: str | 
     groupings = groups.groupings_for(dataset.columns, dataset.group_keys, dataset.labels, per_class=per_class)
     _check_distinct_subgroups(groupings, dataset)
     if looks is not None:
-        looks = replace(looks, families=_families(policy, groupings))
+        looks = replace(looks, families=_families(policy, groupings, dataset.labels))
     base_runner, base_info, runners, infos, failed = _open_all(policy, dataset)
 
     labels_where = f"{dataset.path} (labels {dataset.labels_key!r})"
@@ -232,7 +232,7 @@ def measure(policy: Policy, *, show_progress: bool | None = None, target: str | 
         level = looks.plan.confidence_at(k)
         sequential = {**looks.plan.to_dict(), "look": k + 1, "samples": m, "of": n, "stopped_early": m < n,
                       "confidence": level,
-                      **({"tests": {str(i): t for i, (t, _) in looks.families.items()}} if looks.families else {})}
+                      **({"tests": {str(i): f.tests for i, f in looks.families.items()}} if looks.families else {})}
         if m < n:
             base_col = views.First(base_col, m)
             cols = {name: views.First(c, m) for name, c in cols.items()}
@@ -585,7 +585,7 @@ class _Looks:
     plan: object  # gate.measure.sequential.Plan
     sizes: tuple[int, ...]
     order: np.ndarray  # position in the run -> sample index in the data
-    # rules over subgroups: rule index -> (tests, the (grouping, subgroup) pairs judgeable on all the samples)
+    # rules over subgroups: rule index -> _Family (its tests, what must be judged, what a look must hold)
     families: dict = field(default_factory=dict)
 
 
@@ -645,7 +645,20 @@ def _check_distinct_subgroups(groupings: list, dataset: Dataset) -> None:
                                  fix=f"remove {groups.SEP.strip()!r} from the values of {', '.join(g.columns)}")
 
 
-def _families(policy: Policy, groupings: list) -> dict[int, tuple[int, frozenset]]:
+@dataclass(frozen=True)
+class _Family:
+    """A rule over subgroups at the looks: `tests` share its fail side; `judgeable` must all be judged before it
+    passes; `complete`: for a gap or a fairness metric (one test per grouping, over its subgroups), what each
+    grouping must hold at a look for the test to be the one on all the samples: (grouping, kind, the
+    subgroups that must have at least `least` samples, the (subgroup, label) cells that must be present)."""
+    tests: int
+    judgeable: frozenset
+    complete: tuple = ()
+
+
+
+
+def _families(policy: Policy, groupings: list, labels) -> dict[int, _Family]:
     """Each rule over subgroups: how many tests share its fail side (the subgroups large enough to judge on all
     the samples, 1 without a correction) and which they are. Fixed before the first look, as the Bonferroni
     share must be, from the whole data's subgroups: a look's samples may miss some of them."""
@@ -654,14 +667,48 @@ def _families(policy: Policy, groupings: list) -> dict[int, tuple[int, frozenset
     for rule in policy.rules:
         if not rule.grouped:
             continue
+        complete = ()
         if rule.per == groups.PERTURBATION:  # each perturbation is a test on all the samples
             judgeable = frozenset((groups.PERTURBATION, p.name) for p in policy.perturbations)
+        elif get_metric(rule.metric).kind == FAIRNESS:  # one test per data.groups grouping, every subgroup in it
+            mine = [(g, counts) for g, counts in zip(groupings, sizes) if g.kind == "group"]
+            judgeable = frozenset((g.name, groups.FAIRNESS_TEST) for g, _ in mine)
+            complete = tuple((g.name, g.kind, 1, frozenset(g.keys), _cells(g, labels)) for g, _ in mine)
+        elif rule.scope == "gap":  # one test per grouping, over the subgroups with min_samples
+            mine = [(g, counts) for g, counts in zip(groupings, sizes) if g.kind == rule.per]
+            judgeable = frozenset((g.name, groups.GAP_TEST) for g, _ in mine)
+            complete = tuple((g.name, g.kind, rule.min_samples,
+                              frozenset(k for k, size in zip(g.keys, counts) if size >= rule.min_samples), frozenset())
+                             for g, counts in mine)
         else:
             judgeable = frozenset((g.name, key) for g, counts in zip(groupings, sizes) if g.kind == rule.per
                                   for key, size in zip(g.keys, counts) if size >= rule.min_samples)
         tests = len(judgeable) if policy.correction != "none" else 1
-        out[rule.index] = (max(tests, 1), judgeable)
+        out[rule.index] = _Family(max(tests, 1), judgeable, complete)
     return out
+
+
+def _cells(grouping, labels) -> frozenset:
+    """The (subgroup, label) pairs the samples hold: rates per true class (equalized odds) need each."""
+    if labels is None:
+        return frozenset()
+    codes = np.unique(grouping.codes.astype(np.int64) * 2 + (np.asarray(labels) == 1))
+    return frozenset((grouping.keys[c // 2], int(c % 2)) for c in codes.tolist())
+
+
+def _complete_at_look(family: _Family, seen: list, labels) -> bool:
+    """Whether a look's groupings hold everything a gap or fairness test needs to be the whole data's test:
+    every subgroup that counts on all the samples counts at the look (else the gap could leave out the worst
+    one), and every (subgroup, label) cell is there."""
+    for name, kind, least, keys, cells in family.complete:
+        found = [g for g in seen if g.name == name and g.kind == kind]
+        if not found:
+            return False
+        g = found[0]
+        counts = dict(zip(g.keys, np.bincount(g.codes, minlength=len(g.keys)).tolist()))
+        if any(counts.get(key, 0) < least for key in keys) or not cells <= _cells(g, labels):
+            return False
+    return True
 
 
 def _parts(looks: _Looks | None, n: int) -> list[tuple[int, int]]:
@@ -687,7 +734,7 @@ def _decided_at(policy: Policy, looks: _Looks, k: int, m: int, done: _Pass, y, s
     from gate.measure.sequential import family_look
 
     rules = [r for r in policy.rules if r.target is None and get_metric(r.metric) is not None
-             and get_metric(r.metric).kind in (QUALITY, AGREEMENT)]
+             and get_metric(r.metric).kind in (QUALITY, AGREEMENT, FAIRNESS)]
     if not rules:
         return True
     if any(get_metric(r.metric).method == EXACT for r in rules):
@@ -698,12 +745,15 @@ def _decided_at(policy: Policy, looks: _Looks, k: int, m: int, done: _Pass, y, s
     base = views.First(done.base, m).result()
     seen = y[:m] if y is not None else None
     grouped_rules = [r for r in rules if r.grouped]
-    each, _, _, per_class = groups.wanted(grouped_rules)
+    each, gaps, fairness, per_class = groups.wanted(grouped_rules)
     under = perturbed.groupings(m, level, names=[name for name in done.cands if name not in done.failed
                                                  and not done.cands[name].nonfinite]) if perturbed else {}
     seen_groupings = groups.groupings_for(
         {key: column[:m] for key, column in _group_columns(dataset).items()}, dataset.group_keys,
         dataset.labels[:m] if dataset.labels is not None else None, per_class=per_class) if grouped_rules else []
+    seen_labels = dataset.labels[:m] if dataset.labels is not None else None
+    if not all(_complete_at_look(looks.families[r.index], seen_groupings, seen_labels) for r in grouped_rules):
+        return False
     metrics, grouped = {}, {}
     for name, col in done.cands.items():
         if name in done.failed or col.nonfinite:
@@ -715,11 +765,10 @@ def _decided_at(policy: Policy, looks: _Looks, k: int, m: int, done: _Pass, y, s
         if grouped_rules:
             grouped[name] = CandidateMeasurements(info=infos[name], groupings=groups.measure_groupings(
                 seen_groupings, base=base, cand=cand, agreement=agreement, y=seen, task=policy.task, each=each,
-                gaps={}, fairness=set(), confidence=level, bootstrap=policy.bootstrap, seed=policy.seed,
+                gaps=gaps, fairness=fairness, confidence=level, bootstrap=policy.bootstrap, seed=policy.seed,
                 relative=_relative_per_group(policy))
                 + ((under[name],) if name in under else ()))
-    families = {i: family_look(looks.plan, k, tests, required=required)
-                for i, (tests, required) in looks.families.items()}
+    families = {i: family_look(looks.plan, k, f.tests, required=f.judgeable) for i, f in looks.families.items()}
     return settled(rules, metrics, grouped=grouped, families=families)
 
 
@@ -730,7 +779,7 @@ def _draws_behind(rule: Rule, policy: Policy) -> int | None:
     from gate.measure.stats import POSTERIOR_DRAWS
 
     spec = get_metric(rule.metric)
-    if spec.method == BOOTSTRAP:
+    if spec.method == BOOTSTRAP or spec.kind == FAIRNESS or rule.scope == "gap":  # gaps: resampled too
         return policy.bootstrap
     if "relative" in rule.bound_kind:  # a ratio's interval comes from draws whatever the metric's own method
         return POSTERIOR_DRAWS if spec.method == PAIRED_PROPORTION else min(policy.bootstrap, POSTERIOR_DRAWS)

@@ -1018,10 +1018,9 @@ def _sequential(value: Any) -> Sequential | None:
 
 
 def _sequential_problems(raw: dict) -> list[Problem]:
-    """Looks the statistics can plan, and rules a look can decide: per-group, per-class and per-perturbation
-    rules are (each subgroup's or perturbation's fail side a Bonferroni share, gate/measure/sequential.py
-    FamilyLook); a gap between subgroups, a fairness metric or a blessed release are judged on all the samples
-    only: a look's samples may lack a subgroup the gap needs, and a release's outputs are in the file's order."""
+    """Looks the statistics can plan, and rules a look can decide: rules over subgroups, gaps, fairness and
+    perturbations are (each test's fail side a Bonferroni share, gate/measure/sequential.py FamilyLook); a rule
+    against a blessed release is judged on all the samples only: the release's outputs are in the file's order."""
     value = raw.get("sequential")
     if value is None or value is False or not isinstance(value, (bool, dict)):
         return []
@@ -1039,13 +1038,10 @@ def _sequential_problems(raw: dict) -> list[Problem]:
     for i, rule in enumerate(raw.get("rules") or []):
         if not isinstance(rule, dict):
             continue
-        spec = get_metric(rule.get("metric")) if isinstance(rule.get("metric"), str) else None
-        key = "vs" if rule.get("vs") not in (None, "base") else "scope" if rule.get("scope") == "gap" else None
-        if key or (spec is not None and spec.kind == FAIRNESS):
-            problems.append(Problem(("rules", i, key or "metric"), "is judged as a gap between subgroups, a "
-                                    "fairness metric or against a blessed release, which sequential looks do not "
-                                    "decide yet (per-group, per-class and per-perturbation rules they do); drop "
-                                    "sequential: or this rule."))
+        if rule.get("vs") not in (None, "base"):
+            problems.append(Problem(("rules", i, "vs"), "is judged against a blessed release, whose stored outputs "
+                                    "are in the data file's order, which sequential looks do not decide yet; "
+                                    "drop sequential: or this rule."))
     return problems
 
 

@@ -354,3 +354,60 @@ def test_a_relative_rule_judging_results_measured_without_it_gets_the_same_inter
     a, b = candidate(judged, "broken")["rules"][0], candidate(checked, "broken")["rules"][0]
     assert [(g["group"], g["status"], g["interval"]) for g in a["groups"]] == \
         [(g["group"], g["status"], g["interval"]) for g in b["groups"]]
+
+
+def _gap_lab(root, n: int = 8000, small: int = 0):
+    """Binary labels, regions a-c (and d with `small` samples), a base right on 90%: `broken` says 1 for 40% of
+    the samples the base calls 0 in region c (or for all of them in d, when there is one) and nowhere else: its
+    accuracy and its rate of 1s move there; `same` is the base's outputs."""
+    rng = np.random.default_rng(11)
+    y = rng.integers(0, 2, n)
+    region = np.array(list("abc"))[rng.integers(0, 3, n)]
+    if small:
+        region[rng.choice(n, small, replace=False)] = "d"
+    base = y.copy()
+    wrong = rng.random(n) < 0.1
+    base[wrong] = 1 - y[wrong]
+    broken = base.copy()
+    hit = ((region == "d") & (base == 0)) if small else ((region == "c") & (base == 0) & (rng.random(n) < 0.4))
+    broken[hit] = 1
+    write_npz(root / "data.npz", y, region=region)
+    lookup_model(root / "base.onnx", logits_for(base, 2, seed=1))
+    lookup_model(root / "same.onnx", logits_for(base, 2, seed=2))
+    lookup_model(root / "broken.onnx", logits_for(broken, 2, seed=2))
+
+
+GAP = {"metric": "accuracy", "per": "group", "scope": "gap", "max_increase": 0.05}
+PARITY = {"metric": "demographic_parity_difference", "max_increase": 0.05}
+
+
+@pytest.mark.parametrize("rule", [GAP, PARITY], ids=["gap", "fairness"])
+def test_a_gap_and_a_fairness_rule_are_decided_at_looks(tmp_path, rule):
+    """One test per grouping, decided only at looks whose tail the resamples reach (with 1,000, the 70% and
+    100% looks): the base's own outputs pass there, a candidate broken in one region fails, as on all the
+    samples."""
+    _gap_lab(tmp_path)
+    for name, code in (("same", 0), ("broken", 1)):
+        policy = write_policy(tmp_path / f"{name}.yaml", [rule], candidates={name: f"{name}.onnx"},
+                              batch_size=200, data={"path": "data.npz", "groups": ["region"]}, sequential=True)
+        result = run_main("check", "--policy", policy, "--out", tmp_path / name, "--no-progress")
+        report = read_report(tmp_path / name)
+        seq = report["provenance"]["sequential"]
+        assert result.code == code and seq["tests"] == {"1": 1} and seq["look"] >= 4, (name, result)
+        (judged,) = candidate(report, name)["rules"]
+        assert judged["status"] == ("pass" if code == 0 else "fail")
+        if name == "same":
+            assert seq["stopped_early"] and seq["look"] == 4
+
+
+def test_a_gap_waits_for_every_subgroup_that_counts_on_all_the_samples(tmp_path):
+    """Region d holds 60 samples, over min_samples (50) on all of them but under it at the 70% look: a gap
+    taken there would leave d, the broken region, out and pass. The look waits for d, and the rule fails."""
+    _gap_lab(tmp_path, small=60)
+    rule = {**GAP, "min_samples": 50}
+    policy = write_policy(tmp_path / "p.yaml", [rule], candidates={"broken": "broken.onnx"}, batch_size=200,
+                          data={"path": "data.npz", "groups": ["region"]}, sequential=True)
+    result = run_main("check", "--policy", policy, "--out", tmp_path / "out", "--no-progress")
+    report = read_report(tmp_path / "out")
+    assert result.code == 1 and report["provenance"]["sequential"]["look"] == 5, result
+    assert candidate(report, "broken")["rules"][0]["status"] == "fail"

@@ -20,6 +20,8 @@ from gate.policy import DEFAULT_MIN_SAMPLES
 from gate.predictions import Agreement, Predictions
 
 SEP = " × "
+# how a rule over a gap or a fairness metric names its one test per grouping (gate/judge.py, the looks' plan)
+GAP_TEST, FAIRNESS_TEST = "(best minus worst)", "(between subgroups)"
 
 
 @dataclass(frozen=True)

@@ -347,7 +347,7 @@ def stopping_rule(policy: Policy):
     """The timed loop's and the sequential looks' stopping rule, handed to the pipeline: the judge's own
     decision on the numbers so far, True when no rule is inconclusive on them (measurement never imports the
     judge). grouped and families: a look's subgroups and its FamilyLook per rule over subgroups."""
-    from gate.judge import INCONCLUSIVE, evaluate, family_decided
+    from gate.judge import INCONCLUSIVE, against_release, evaluate, family_decided
 
     def settled(rules, metrics, *, grouped=None, families=None) -> bool:
         for name, cand in metrics.items():
@@ -355,6 +355,10 @@ def stopping_rule(policy: Policy):
                 if rule.grouped:  # a look always hands both in; without them nothing is decided
                     if not grouped or name not in grouped or not families or rule.index not in families or \
                             not family_decided(policy, rule, grouped[name], families[rule.index]):
+                        return False
+                elif rule.vs != "base":
+                    if not grouped or name not in grouped or against_release(
+                            policy, rule, grouped[name], confidence=policy.confidence).status == INCONCLUSIVE:
                         return False
                 elif evaluate(rule, cand.get(rule.metric), confidence=policy.confidence,
                               inconclusive=policy.inconclusive).status == INCONCLUSIVE:

@@ -229,8 +229,10 @@ def load_releases(folder: Path, wanted: set[str]) -> dict[str, Loaded]:
 
 def compare_with_release(loaded: Loaded, *, metrics: list[str], cand: Predictions, cand_sha256: str | None,
                          y, data_sha256: str, task: str, confidence: float, bootstrap: int,
-                         seed: int) -> ReleaseComparison:
-    """One candidate against one blessed release, paired on the samples."""
+                         seed: int, samples: np.ndarray | None = None) -> ReleaseComparison:
+    """One candidate against one blessed release, paired on the samples. samples: the file index of each
+    sample the candidate gave (sequential looks read them in a random order and may stop early); the
+    release's outputs, stored in the file's order, are taken at them. None: every sample, in the file's order."""
     from gate.measure.compare import as_the_base_itself, compare
 
     release = loaded.blessing.summary() if loaded.blessing else None
@@ -242,16 +244,18 @@ def compare_with_release(loaded: Loaded, *, metrics: list[str], cand: Prediction
         problem = (f"release {b.index} ({b.name}) was blessed on other calibration data (sha256 "
                    f"{b.data_sha256[:12]}, now {data_sha256[:12]}): a paired comparison needs the same samples; "
                    "bless a release on this data")
-    elif b.task != task or b.n_samples != (len(y) if y is not None else b.n_samples):
+    elif b.task != task or (b.n_samples != (len(y) if y is not None else b.n_samples) if samples is None else
+                            len(samples) and int(np.max(samples)) >= b.n_samples):
         problem = f"release {b.index} ({b.name}) was blessed for another task or sample count"
     elif b.n_classes != cand.n_classes or (b.kind == "labels") != (cand.kind == "labels"):
         problem = (f"release {b.index} ({b.name}) gave {b.n_classes} class scores ({b.kind}); this candidate "
                    f"gives {cand.n_classes} ({cand.kind})")
     if problem:
         return ReleaseComparison(status="different_data", release=release, reason=problem)
+    outputs = loaded.outputs if samples is None else loaded.outputs.take(np.asarray(samples))
     out = {}
     for metric in metrics:
-        result = compare(metric, base=loaded.outputs, cand=cand, agreement=None, y=y, task=task,
+        result = compare(metric, base=outputs, cand=cand, agreement=None, y=y, task=task,
                          confidence=confidence, bootstrap=bootstrap, seed=seed, with_interval=True)
         # the blessed model itself: no difference by construction, not an estimate from the samples
         out[metric] = as_the_base_itself(result) if cand_sha256 == b.model_sha256 else result

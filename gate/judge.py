@@ -643,7 +643,7 @@ def _judge_rule(policy: Policy, rule: Rule, cand: CandidateMeasurements, confide
     if rule.target:
         return _on_target(rule, cand, confidence=confidence, inconclusive=policy.inconclusive)
     if rule.vs != "base":
-        return _against_release(policy, rule, cand, confidence=confidence)
+        return against_release(policy, rule, cand, confidence=confidence)
     return evaluate(rule, cand.metrics.get(rule.metric), confidence=confidence, inconclusive=policy.inconclusive)
 
 
@@ -660,7 +660,7 @@ def judge_candidate(policy: Policy, cand: CandidateMeasurements, *, confidence: 
     return _candidate_verdict(cand.name, results)
 
 
-def _against_release(policy: Policy, rule: Rule, cand: CandidateMeasurements, *, confidence: float) -> RuleResult:
+def against_release(policy: Policy, rule: Rule, cand: CandidateMeasurements, *, confidence: float) -> RuleResult:
     """A rule against a blessed release: judged like any rule on the paired comparison with that release's
     stored outputs; without a usable release it says why, and only a damaged one (or a missing one the policy
     requires) blocks."""

@@ -190,6 +190,7 @@ def measure(policy: Policy, *, show_progress: bool | None = None, target: str | 
     served, cache_state = _with_cache(cache, policy, base_runner, base_info, dataset, batch)
     perturbed_looks = _Perturbed(policy, base_runner, runners, collector, y, n, progress) \
         if looked_perturbations else None
+    releases = _releases(policy)  # loaded once: every look and every candidate compares with them
     done, decided = None, None
     for k, part in enumerate(_parts(looks, n)):
         done = _one_pass(served, runners, lambda runner: collector(str(runner.path)), y, n, batch, progress,
@@ -201,7 +202,7 @@ def measure(policy: Policy, *, show_progress: bool | None = None, target: str | 
             perturbed_looks.run(part)
         if looks is not None and part[1] < n and settled is not None and \
                 _decided_at(policy, looks, k, part[1], done, y, settled, dataset=dataset, infos=infos,
-                            perturbed=perturbed_looks):
+                            perturbed=perturbed_looks, releases=releases):
             decided = (k, part[1])  # every rule is decided on the samples so far: the rest is not run
             break
     progress.close()
@@ -253,7 +254,7 @@ def measure(policy: Policy, *, show_progress: bool | None = None, target: str | 
         keep.update(_kept_outputs(base_pred, cols, agreements, runners, y, dataset,
                                   [ref.name for ref in policy.candidates]))
     context = _Context(policy=policy, names=names, judged=judged, each=each, gaps=gaps, fairness=fairness,
-                       groupings=groupings, y=y, classes=classes, level=level, releases=_releases(policy),
+                       groupings=groupings, y=y, classes=classes, level=level, releases=releases,
                        data_sha256=dataset.sha256, base_info=base_info, base_pred=base_pred,
                        group_columns=_group_columns(dataset), lines=dataset.row_lines,
                        sample_ids=dataset.sample_ids)
@@ -375,7 +376,8 @@ def _from_outputs(c: _Context, name: str, *, cand_pred, agreement, nonfinite, in
         notes += (SAME_FILE_NOTE,)
     return CandidateMeasurements(
         info=info, metrics=metrics, groupings=grouped, change_matrix=change_matrix(base_pred, cand_pred),
-        notes=notes, releases=_against_releases(policy, c.releases, cand_pred, info, y, c.data_sha256),
+        notes=notes, releases=_against_releases(policy, c.releases, cand_pred, info, y, c.data_sha256,
+                                                level=c.level, samples=c.sample_ids),
         **_flips_and_calibration(policy.task, base_pred, cand_pred, y, c.classes, c.group_columns, c.lines,
                                  thumbnails, sample_ids=c.sample_ids))
 
@@ -405,15 +407,19 @@ def _releases(policy: Policy) -> dict:
     return load_releases(policy.baseline.path, wanted) if wanted and policy.baseline else {}
 
 
-def _against_releases(policy: Policy, releases: dict, cand_pred, info: ModelInfo, y, data_sha256: str) -> dict:
+def _against_releases(policy: Policy, releases: dict, cand_pred, info: ModelInfo, y, data_sha256: str, *,
+                      level: float, samples: np.ndarray | None) -> dict:
+    """Each blessed release the rules name, paired with the candidate on the samples it gave (samples: their
+    index in the file when they are not all of them in the file's order), intervals at `level`."""
     from gate.baseline import compare_with_release
 
     out = {}
     for vs, loaded in releases.items():
         metrics = sorted({r.metric for r in policy.rules if r.vs == vs})
-        out[vs] = compare_with_release(loaded, metrics=metrics, cand=cand_pred, cand_sha256=info.sha256, y=y,
-                                       data_sha256=data_sha256, task=policy.task, confidence=policy.confidence,
-                                       bootstrap=policy.bootstrap, seed=policy.seed)
+        compared = compare_with_release(loaded, metrics=metrics, cand=cand_pred, cand_sha256=info.sha256, y=y,
+                                        data_sha256=data_sha256, task=policy.task, confidence=level,
+                                        bootstrap=policy.bootstrap, seed=policy.seed, samples=samples)
+        out[vs] = replace(compared, metrics={k: _at_level(m, level, policy) for k, m in compared.metrics.items()})
     return out
 
 
@@ -726,7 +732,7 @@ def _at_level(m: MetricResult, level: float, policy: Policy) -> MetricResult:
 
 
 def _decided_at(policy: Policy, looks: _Looks, k: int, m: int, done: _Pass, y, settled: Settled, *,
-                dataset: Dataset, infos: dict, perturbed: _Perturbed | None = None) -> bool:
+                dataset: Dataset, infos: dict, perturbed: _Perturbed | None = None, releases: dict) -> bool:
     """Whether every sample-based rule of every candidate is decided on the first m samples, each interval at
     look k's level; a rule over subgroups on the look's subgroups (gate/measure/sequential.py FamilyLook).
     A bootstrap rule decides only at a look whose tail its resamples reach."""
@@ -761,13 +767,17 @@ def _decided_at(policy: Policy, looks: _Looks, k: int, m: int, done: _Pass, y, s
         cand, agreement = views.First(col, m).result(), views.First(done.agreements[name], m).result()
         metrics[name] = {r.metric: compare(r.metric, base=base, cand=cand, agreement=agreement, y=seen,
                                            task=policy.task, confidence=level, bootstrap=policy.bootstrap,
-                                           seed=policy.seed, with_interval=True) for r in rules if not r.grouped}
-        if grouped_rules:
+                                           seed=policy.seed, with_interval=True)
+                         for r in rules if not r.grouped and r.vs == "base"}
+        if grouped_rules or releases:
+            # rules over subgroups, perturbations and blessed releases read the look's CandidateMeasurements
             grouped[name] = CandidateMeasurements(info=infos[name], groupings=groups.measure_groupings(
                 seen_groupings, base=base, cand=cand, agreement=agreement, y=seen, task=policy.task, each=each,
                 gaps=gaps, fairness=fairness, confidence=level, bootstrap=policy.bootstrap, seed=policy.seed,
-                relative=_relative_per_group(policy))
-                + ((under[name],) if name in under else ()))
+                relative=_relative_per_group(policy)) + ((under[name],) if name in under else ())
+                if grouped_rules else (),
+                releases=_against_releases(policy, releases, cand, infos[name], seen, dataset.sha256, level=level,
+                                           samples=dataset.sample_ids[:m]) if releases else {})
     families = {i: family_look(looks.plan, k, f.tests, required=f.judgeable) for i, f in looks.families.items()}
     return settled(rules, metrics, grouped=grouped, families=families)
 

@@ -1018,9 +1018,7 @@ def _sequential(value: Any) -> Sequential | None:
 
 
 def _sequential_problems(raw: dict) -> list[Problem]:
-    """Looks the statistics can plan, and rules a look can decide: rules over subgroups, gaps, fairness and
-    perturbations are (each test's fail side a Bonferroni share, gate/measure/sequential.py FamilyLook); a rule
-    against a blessed release is judged on all the samples only: the release's outputs are in the file's order."""
+    """Looks the statistics can plan (every rule can be decided at a look: gate/measure/sequential.py)."""
     value = raw.get("sequential")
     if value is None or value is False or not isinstance(value, (bool, dict)):
         return []
@@ -1035,13 +1033,6 @@ def _sequential_problems(raw: dict) -> list[Problem]:
                  else "obrien_fleming")
         except ValueError as exc:
             problems.append(Problem(("sequential", "looks"), f"{exc}."))
-    for i, rule in enumerate(raw.get("rules") or []):
-        if not isinstance(rule, dict):
-            continue
-        if rule.get("vs") not in (None, "base"):
-            problems.append(Problem(("rules", i, "vs"), "is judged against a blessed release, whose stored outputs "
-                                    "are in the data file's order, which sequential looks do not decide yet; "
-                                    "drop sequential: or this rule."))
     return problems
 
 

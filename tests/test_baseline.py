@@ -224,3 +224,24 @@ def test_bless_refuses_an_edited_report_and_two_blessings_at_once_both_land(tmp_
 def test_a_bound_against_the_release_names_the_release(releases):
     cand, _ = _against(releases, "r2", [{"metric": "accuracy", "max_drop": 0.005, "vs": "baseline"}], "bound")
     assert "release 1" in cand["rules"][0]["bound_text"] and "base" not in cand["rules"][0]["bound_text"]
+
+
+def test_a_release_is_compared_on_the_samples_a_sequential_look_saw(releases):
+    """Sequential looks read the samples in one random order and may stop early: the release's outputs, stored
+    in the file's order, are taken at the samples the look saw. good is right where r1 (blessed) is wrong on
+    its first 20 samples, so the observed change is exactly the share of those 20 among the samples seen."""
+    from gate.measure.sequential import look_order
+
+    rules = [{"metric": "accuracy", "max_drop": 0.03, "vs": "baseline"}]
+    cand, code = _against(releases, "good", rules, "seq-good", sequential=True)
+    report = read_report(releases / "seq-good")
+    seq = report["provenance"]["sequential"]
+    rule = rule_of(cand, "accuracy")
+    assert code == 0 and rule["status"] == "pass" and seq["stopped_early"], rule
+    seen = look_order(N, 0)[:seq["samples"]]
+    gained = int((seen < STEP).sum())  # the samples where r1 is wrong and good is right
+    measured = cand["releases"]["baseline"]["metrics"]["accuracy"]
+    assert measured["n"] == seq["samples"] and measured["delta"] == pytest.approx(gained / seq["samples"])
+    worse, code = _against(releases, "r3", [{"metric": "accuracy", "max_drop": 0.005, "vs": "baseline"}], "seq-r3",
+                           sequential=True)
+    assert code == 1 and rule_of(worse, "accuracy")["status"] == "fail"

@@ -156,8 +156,6 @@ def measure(policy: Policy, *, show_progress: bool | None = None, target: str | 
                              fix="name the group columns under data: groups: [column, ...]")
     groupings = groups.groupings_for(dataset.columns, dataset.group_keys, dataset.labels, per_class=per_class)
     _check_distinct_subgroups(groupings, dataset)
-    if looks is not None:
-        looks = replace(looks, families=_families(policy, groupings, dataset.labels))
     base_runner, base_info, runners, infos, failed = _open_all(policy, dataset)
 
     labels_where = f"{dataset.path} (labels {dataset.labels_key!r})"
@@ -174,6 +172,8 @@ def measure(policy: Policy, *, show_progress: bool | None = None, target: str | 
             except GateInputError as exc:
                 failed[name] = CandidateMeasurements(info=infos[name], error=exc.render(), error_kind="input")
                 del runners[name]
+    if looks is not None:  # from the class indices: text labels mapped by data.classes count as their class
+        looks = replace(looks, families=_families(policy, groupings, y if policy.task == "classification" else None))
     # every class score is kept only when a rule's metric reads them (roc_auc): n x k floats
     keep_probs = any("probs" in get_metric(r.metric).needs for r in policy.rules if get_metric(r.metric))
 
@@ -667,7 +667,8 @@ class _Family:
 def _families(policy: Policy, groupings: list, labels) -> dict[int, _Family]:
     """Each rule over subgroups: how many tests share its fail side (the subgroups large enough to judge on all
     the samples, 1 without a correction) and which they are. Fixed before the first look, as the Bonferroni
-    share must be, from the whole data's subgroups: a look's samples may miss some of them."""
+    share must be, from the whole data's subgroups: a look's samples may miss some of them. labels: the class
+    indices (None for regression), for the (subgroup, class) cells a look must hold."""
     sizes = [np.bincount(g.codes, minlength=len(g.keys)) for g in groupings]  # by position: names may repeat
     out = {}
     for rule in policy.rules:
@@ -683,9 +684,14 @@ def _families(policy: Policy, groupings: list, labels) -> dict[int, _Family]:
         elif rule.scope == "gap":  # one test per grouping, over the subgroups with min_samples
             mine = [(g, counts) for g, counts in zip(groupings, sizes) if g.kind == rule.per]
             judgeable = frozenset((g.name, groups.GAP_TEST) for g, _ in mine)
-            complete = tuple((g.name, g.kind, rule.min_samples,
-                              frozenset(k for k, size in zip(g.keys, counts) if size >= rule.min_samples), frozenset())
-                             for g, counts in mine)
+            complete = []
+            for g, counts in mine:
+                counted = frozenset(k for k, size in zip(g.keys, counts) if size >= rule.min_samples)
+                # a counted subgroup missing a class at a look may have no value there (roc_auc, recall), and
+                # the gap would leave it out: every class it holds on all the samples must be there too
+                complete.append((g.name, g.kind, rule.min_samples, counted,
+                                 frozenset(c for c in _cells(g, labels) if c[0] in counted)))
+            complete = tuple(complete)
         else:
             judgeable = frozenset((g.name, key) for g, counts in zip(groupings, sizes) if g.kind == rule.per
                                   for key, size in zip(g.keys, counts) if size >= rule.min_samples)
@@ -694,12 +700,14 @@ def _families(policy: Policy, groupings: list, labels) -> dict[int, _Family]:
     return out
 
 
-def _cells(grouping, labels) -> frozenset:
-    """The (subgroup, label) pairs the samples hold: rates per true class (equalized odds) need each."""
-    if labels is None:
+def _cells(grouping, y) -> frozenset:
+    """The (subgroup, class) pairs the samples hold, by class index (y; None for regression): rates per true
+    class (equalized odds) and per-subgroup metrics that need every class (roc_auc) need each."""
+    if y is None or not np.issubdtype(np.asarray(y).dtype, np.integer) or not len(y):
         return frozenset()
-    codes = np.unique(grouping.codes.astype(np.int64) * 2 + (np.asarray(labels) == 1))
-    return frozenset((grouping.keys[c // 2], int(c % 2)) for c in codes.tolist())
+    k = int(np.max(y)) + 1
+    codes = np.unique(grouping.codes.astype(np.int64) * k + np.asarray(y, dtype=np.int64))
+    return frozenset((grouping.keys[c // k], int(c % k)) for c in codes.tolist())
 
 
 def _complete_at_look(family: _Family, seen: list, labels) -> bool:
@@ -757,8 +765,8 @@ def _decided_at(policy: Policy, looks: _Looks, k: int, m: int, done: _Pass, y, s
     seen_groupings = groups.groupings_for(
         {key: column[:m] for key, column in _group_columns(dataset).items()}, dataset.group_keys,
         dataset.labels[:m] if dataset.labels is not None else None, per_class=per_class) if grouped_rules else []
-    seen_labels = dataset.labels[:m] if dataset.labels is not None else None
-    if not all(_complete_at_look(looks.families[r.index], seen_groupings, seen_labels) for r in grouped_rules):
+    seen_y = seen if policy.task == "classification" else None
+    if not all(_complete_at_look(looks.families[r.index], seen_groupings, seen_y) for r in grouped_rules):
         return False
     metrics, grouped = {}, {}
     for name, col in done.cands.items():

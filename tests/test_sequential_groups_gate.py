@@ -411,3 +411,61 @@ def test_a_gap_waits_for_every_subgroup_that_counts_on_all_the_samples(tmp_path)
     report = read_report(tmp_path / "out")
     assert result.code == 1 and report["provenance"]["sequential"]["look"] == 5, result
     assert candidate(report, "broken")["rules"][0]["status"] == "fail"
+
+
+def _late_subgroup(root, *, positives: int, negatives: int, text_labels: bool = False):
+    """20,000 samples, regions a-d, and a small region e whose positives all come after the 70% look in the
+    looks' order (seed 0): at that look e has no positive at all. -> (y, e_pos, e_neg)."""
+    from gate.measure.sequential import look_order
+
+    n = 20000
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, n)
+    region = np.array(list("abcd"))[rng.integers(0, 4, n)]
+    order = look_order(n, 0)
+    e_neg = order[:14000][::14000 // negatives][:negatives]
+    e_pos = order[-6000:][::6000 // positives][:positives]
+    y[e_neg], y[e_pos] = 0, 1
+    region[e_neg], region[e_pos] = "e", "e"
+    labels = np.where(y == 1, "pos", "neg") if text_labels else y
+    write_npz(root / "data.npz", labels, region=region)
+    return y, e_pos, e_neg
+
+
+@pytest.mark.parametrize("text_labels", [False, True], ids=["class indices", "class names"])
+def test_a_fairness_rule_waits_for_a_subgroups_late_positives(tmp_path, text_labels):
+    """Equalized odds over regions; e's 8 positives come only after the 70% look, and the candidate misses all
+    of them. The look must wait for e's (subgroup, positive) cell, also when the labels are class names mapped
+    by data.classes (the cells are taken from the class indices, not the file's text)."""
+    y, e_pos, _ = _late_subgroup(tmp_path, positives=8, negatives=52, text_labels=text_labels)
+    cand = y.copy()
+    cand[e_pos] = 0
+    lookup_model(tmp_path / "base.onnx", logits_for(y, 2, seed=1))
+    lookup_model(tmp_path / "cand.onnx", logits_for(cand, 2, seed=2))
+    data = {"path": "data.npz", "groups": ["region"], **({"classes": ["neg", "pos"]} if text_labels else {})}
+    policy = write_policy(tmp_path / "p.yaml", [{"metric": "equalized_odds_difference", "max_increase": 0.1}],
+                          candidates={"cand": "cand.onnx"}, data=data, batch_size=500, sequential=True)
+    result = run_main("check", "--policy", policy, "--out", tmp_path / "out", "--no-progress")
+    report = read_report(tmp_path / "out")
+    assert result.code == 1 and report["provenance"]["sequential"]["look"] == 5, result
+    assert candidate(report, "cand")["rules"][0]["status"] == "fail"
+
+
+def test_a_gap_waits_for_every_class_a_counted_subgroup_holds(tmp_path):
+    """A roc_auc gap over regions: e has 400 negatives early and 100 positives only after the 70% look, where
+    its AUC has no value and the gap would leave it out. The candidate ranks e's positives below its
+    negatives: the look waits for e's positives and the rule fails, as on all the samples."""
+    y, e_pos, e_neg = _late_subgroup(tmp_path, positives=100, negatives=400)
+    base = logits_for(y, 2, seed=1)
+    cand = base.copy()
+    cand[e_pos] = np.array([3.0, -3.0], dtype=np.float32)
+    cand[e_neg] = np.array([0.5, -0.5], dtype=np.float32)
+    lookup_model(tmp_path / "base.onnx", base)
+    lookup_model(tmp_path / "cand.onnx", cand)
+    rule = {"metric": "roc_auc", "per": "group", "scope": "gap", "max_increase": 0.05, "min_samples": 30}
+    policy = write_policy(tmp_path / "p.yaml", [rule], candidates={"cand": "cand.onnx"}, batch_size=500,
+                          data={"path": "data.npz", "groups": ["region"]}, sequential=True)
+    result = run_main("check", "--policy", policy, "--out", tmp_path / "out", "--no-progress")
+    report = read_report(tmp_path / "out")
+    assert result.code == 1 and report["provenance"]["sequential"]["look"] == 5, result
+    assert candidate(report, "cand")["rules"][0]["status"] == "fail"

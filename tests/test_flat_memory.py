@@ -220,23 +220,28 @@ def _resident_pages(array: np.ndarray) -> int:
     return int(((entries >> np.uint64(63)) & np.uint64(1)).sum())
 
 
+def _cold_column(tmp_path) -> tuple[np.ndarray, np.ndarray]:
+    """(the rows, the same rows memory-mapped from a file out of the page cache, so they are read back by
+    readahead into large folios): 12,000 x 784 float32, 38 MB, 3 KB a row."""
+    path = tmp_path / "x.npy"
+    rows = np.random.default_rng(0).standard_normal((12000, 784), dtype=np.float32)
+    np.save(path, rows)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+    return rows, np.load(path, mmap_mode="r")
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux") or not os.path.exists("/proc/self/pagemap") or
                     not hasattr(mmap, "MADV_DONTNEED") or not hasattr(os, "posix_fadvise"),
                     reason="page residency is read from Linux's pagemap")
 def test_a_column_read_and_dropped_batch_by_batch_keeps_no_page(tmp_path):
     """Linux maps a file's cached pages a whole (large) folio at a time, so reading batch i maps the tail of
     batch i - 1 again after it was dropped; the drop reaches back one folio to take those too."""
-    path = tmp_path / "x.npy"
-    rows = np.random.default_rng(0).standard_normal((12000, 784), dtype=np.float32)  # 38 MB, 3 KB a row
-    np.save(path, rows)
-    del rows
-    fd = os.open(path, os.O_RDONLY)  # out of the page cache: read back by readahead, into large folios
-    try:
-        os.fsync(fd)
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-    finally:
-        os.close(fd)
-    column = np.load(path, mmap_mode="r")
+    _, column = _cold_column(tmp_path)
     for start in range(0, len(column), 1000):
         float(np.asarray(column[start:start + 1000]).sum())  # the model reads the batch
         pages.drop_rows([column], start, start + 1000)
@@ -329,16 +334,7 @@ def test_rows_read_in_the_looks_random_order_leave_few_pages_mapped(tmp_path):
     than a few pieces' worth mapped."""
     from gate.views import Reordered
 
-    path = tmp_path / "x.npy"
-    rows = np.random.default_rng(0).standard_normal((12000, 784), dtype=np.float32)  # 38 MB, 3 KB a row
-    np.save(path, rows)
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-    finally:
-        os.close(fd)
-    column = np.load(path, mmap_mode="r")
+    rows, column = _cold_column(tmp_path)
     order = np.random.default_rng(1).permutation(len(column))
     view = Reordered(column, order)
     total = len(column._mmap) // mmap.PAGESIZE

@@ -400,17 +400,21 @@ def test_a_gap_and_a_fairness_rule_are_decided_at_looks(tmp_path, rule):
             assert seq["stopped_early"] and seq["look"] == 4
 
 
+def _fails_at_the_last_look(root, rules: list[dict], name: str, data: dict | None = None, batch: int = 200):
+    """gate check with sequential looks: the run must go to the last look and fail `name` on its one rule."""
+    policy = write_policy(root / "p.yaml", rules, candidates={name: f"{name}.onnx"}, batch_size=batch,
+                          data=data or {"path": "data.npz", "groups": ["region"]}, sequential=True)
+    result = run_main("check", "--policy", policy, "--out", root / "out", "--no-progress")
+    report = read_report(root / "out")
+    assert result.code == 1 and report["provenance"]["sequential"]["look"] == 5, result
+    assert candidate(report, name)["rules"][0]["status"] == "fail"
+
+
 def test_a_gap_waits_for_every_subgroup_that_counts_on_all_the_samples(tmp_path):
     """Region d holds 60 samples, over min_samples (50) on all of them but under it at the 70% look: a gap
     taken there would leave d, the broken region, out and pass. The look waits for d, and the rule fails."""
     _gap_lab(tmp_path, small=60)
-    rule = {**GAP, "min_samples": 50}
-    policy = write_policy(tmp_path / "p.yaml", [rule], candidates={"broken": "broken.onnx"}, batch_size=200,
-                          data={"path": "data.npz", "groups": ["region"]}, sequential=True)
-    result = run_main("check", "--policy", policy, "--out", tmp_path / "out", "--no-progress")
-    report = read_report(tmp_path / "out")
-    assert result.code == 1 and report["provenance"]["sequential"]["look"] == 5, result
-    assert candidate(report, "broken")["rules"][0]["status"] == "fail"
+    _fails_at_the_last_look(tmp_path, [{**GAP, "min_samples": 50}], "broken")
 
 
 def _late_subgroup(root, *, positives: int, negatives: int, text_labels: bool = False):
@@ -443,12 +447,8 @@ def test_a_fairness_rule_waits_for_a_subgroups_late_positives(tmp_path, text_lab
     lookup_model(tmp_path / "base.onnx", logits_for(y, 2, seed=1))
     lookup_model(tmp_path / "cand.onnx", logits_for(cand, 2, seed=2))
     data = {"path": "data.npz", "groups": ["region"], **({"classes": ["neg", "pos"]} if text_labels else {})}
-    policy = write_policy(tmp_path / "p.yaml", [{"metric": "equalized_odds_difference", "max_increase": 0.1}],
-                          candidates={"cand": "cand.onnx"}, data=data, batch_size=500, sequential=True)
-    result = run_main("check", "--policy", policy, "--out", tmp_path / "out", "--no-progress")
-    report = read_report(tmp_path / "out")
-    assert result.code == 1 and report["provenance"]["sequential"]["look"] == 5, result
-    assert candidate(report, "cand")["rules"][0]["status"] == "fail"
+    _fails_at_the_last_look(tmp_path, [{"metric": "equalized_odds_difference", "max_increase": 0.1}], "cand",
+                            data=data, batch=500)
 
 
 def test_a_gap_waits_for_every_class_a_counted_subgroup_holds(tmp_path):
@@ -463,9 +463,4 @@ def test_a_gap_waits_for_every_class_a_counted_subgroup_holds(tmp_path):
     lookup_model(tmp_path / "base.onnx", base)
     lookup_model(tmp_path / "cand.onnx", cand)
     rule = {"metric": "roc_auc", "per": "group", "scope": "gap", "max_increase": 0.05, "min_samples": 30}
-    policy = write_policy(tmp_path / "p.yaml", [rule], candidates={"cand": "cand.onnx"}, batch_size=500,
-                          data={"path": "data.npz", "groups": ["region"]}, sequential=True)
-    result = run_main("check", "--policy", policy, "--out", tmp_path / "out", "--no-progress")
-    report = read_report(tmp_path / "out")
-    assert result.code == 1 and report["provenance"]["sequential"]["look"] == 5, result
-    assert candidate(report, "cand")["rules"][0]["status"] == "fail"
+    _fails_at_the_last_look(tmp_path, [rule], "cand", batch=500)

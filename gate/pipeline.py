@@ -148,7 +148,6 @@ def measure(policy: Policy, *, show_progress: bool | None = None, target: str | 
     looks = _looks(policy, dataset.n)
     if looks is not None:  # every model reads the samples in the looks' random order, so a look is a prefix
         dataset = views.in_order(dataset, looks.order)
-        cache = None  # outputs in another order, and maybe not all of them: not for the cache
     names, judged = metrics_to_measure(policy)
     each, gaps, fairness, per_class = groups.wanted(policy.rules)
     if any(r.grouped and r.per not in ("class", "perturbation") for r in policy.rules) and not dataset.group_keys:
@@ -187,7 +186,8 @@ def measure(policy: Policy, *, show_progress: bool | None = None, target: str | 
                         enabled=show_progress)
     batch, _ = policy.quality_batch
     # the clean pass may read the base's outputs from the cache; every later use runs the model itself
-    served, cache_state = _with_cache(cache, policy, base_runner, base_info, dataset, batch)
+    order = looks.order if looks is not None else None
+    served, cache_state = _with_cache(cache, policy, base_runner, base_info, dataset, batch, order=order)
     perturbed_looks = _Perturbed(policy, base_runner, runners, collector, y, n, progress) \
         if looked_perturbations else None
     releases = _releases(policy)  # loaded once: every look and every candidate compares with them
@@ -220,7 +220,7 @@ def measure(policy: Policy, *, show_progress: bool | None = None, target: str | 
                              f"{' ...' if bad['count'] > len(bad['first']) else ''}", path=policy.base.path,
                              fix="the base must give finite outputs on every calibration sample: check the "
                                  "export and the data's preprocessing (scaling, missing values)")
-    cache_state = _fill_cache(cache, served, cache_state)
+    cache_state = _fill_cache(cache, served, cache_state, order=order)
     for name, (exc, _, _) in done.failed.items():  # one broken candidate must not take the others down
         kind = "input" if isinstance(exc, GateInputError) else "crash"
         text = exc.render() if isinstance(exc, GateInputError) else f"{type(exc).__name__}: {exc}"
@@ -539,9 +539,10 @@ MAX_CACHED_BYTES = 2_000_000_000
 
 
 def _with_cache(folder: Path | None, policy: Policy, base_runner, base_info: ModelInfo, dataset: Dataset,
-                batch: int):
+                batch: int, *, order: np.ndarray | None = None):
     """The base runner the clean pass uses: served from the cache when an entry matches, else recording what
-    it gives so the entry can be written. -> (runner, (state, key) or None)"""
+    it gives so the entry can be written. -> (runner, (state, key) or None). order: the looks' order of the
+    samples (the entry holds them in the file's order, and is served and filled in it)."""
     from gate import cache
 
     if folder is None:
@@ -553,7 +554,10 @@ def _with_cache(folder: Path | None, policy: Policy, base_runner, base_info: Mod
                          preprocessing=repr(policy.data.images) if policy.data.images else None)
     raw, notes, state = cache.load(folder, key)
     if raw is not None:
-        # a spot check on the first batch: an entry must agree with the model it stands for
+        raw = raw[order] if order is not None else raw  # the entry is in the file's order
+        # a spot check on the first batch: an entry must agree with the model it stands for (under looks the
+        # batch holds other samples than the entry's batches did: a model whose outputs depend on the batch
+        # shows it here)
         first = base_runner.run(0, min(batch, dataset.n))
         same = first.shape == raw[:len(first)].shape and (
             np.allclose(first, raw[:len(first)], rtol=1e-5, atol=1e-6) if first.dtype.kind == "f"
@@ -566,8 +570,9 @@ def _with_cache(folder: Path | None, policy: Policy, base_runner, base_info: Mod
     return cache.RecordingRunner(base_runner), (state, key)
 
 
-def _fill_cache(folder: Path | None, runner, cached) -> dict | None:
-    """Write the entry a recording runner collected; the cache's state for provenance."""
+def _fill_cache(folder: Path | None, runner, cached, *, order: np.ndarray | None = None) -> dict | None:
+    """Write the entry a recording runner collected (in the file's order; order: the looks' order it ran in);
+    the cache's state for provenance."""
     from gate import cache
 
     if cached is None:
@@ -575,10 +580,18 @@ def _fill_cache(folder: Path | None, runner, cached) -> dict | None:
     state, key = cached
     if isinstance(runner, cache.RecordingRunner):
         raw = runner.outputs()
-        if raw.nbytes > MAX_CACHED_BYTES:
+        if order is not None and len(raw) < len(order):
+            state = cache.CacheState("off", state.key, f"the looks stopped after {len(raw):,} of {len(order):,} "
+                                                       "samples: the base's outputs on the others are unknown, so "
+                                                       "nothing was stored")
+        elif raw.nbytes > MAX_CACHED_BYTES:
             state = cache.CacheState("off", state.key, f"the base's outputs ({raw.nbytes / 1e9:.1f} GB) are too "
                                                        "large to cache")
         else:
+            if order is not None:  # run in the looks' order: stored in the file's
+                in_file_order = np.empty_like(raw)
+                in_file_order[order] = raw
+                raw = in_file_order
             try:
                 cache.store(folder, key, raw, tuple(getattr(runner, "notes", ())))
             except OSError as exc:  # a full disk or a read-only cache folder costs the next run, not this one

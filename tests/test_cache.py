@@ -187,3 +187,43 @@ def test_the_data_hash_started_early_is_used_only_for_the_unchanged_file(tmp_pat
     path.write_bytes(first)
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
     assert files.sha256_in_background(path).result() == hashlib.sha256(first).hexdigest()
+
+
+def test_sequential_looks_read_and_fill_the_cache_in_the_files_order(tmp_path):
+    """The entry holds the base's outputs in the file's order. A run in sequential looks reads it in the looks'
+    order and gives the report it gives without a cache; a run that went to the last look stores its outputs
+    in the file's order, which a fixed-sample run then reads; a run that stopped early stores nothing, and
+    says why."""
+    s = make_scenario(2000, 1800, 36, 0, k=3, seed=1)  # 1.8 points against a bound of 2: every look is needed
+    write_npz(tmp_path / "data.npz", s.y)
+    lookup_model(tmp_path / "base.onnx", logits_for(s.base, 3, seed=1))
+    lookup_model(tmp_path / "close.onnx", logits_for(s.cand, 3, seed=2))
+    lookup_model(tmp_path / "same.onnx", logits_for(s.base, 3, seed=2))
+    rules = [{"metric": "accuracy", "max_drop": 0.02}]
+
+    def run(name: str, cand: str, cache: Path | None, **top) -> dict:
+        policy = write_policy(tmp_path / f"{name}.yaml", rules, candidates={cand: f"{cand}.onnx"}, batch_size=100,
+                              inconclusive="warn", **top)
+        args = ["check", "--policy", policy, "--out", tmp_path / name, "--no-progress"]
+        result = run_main(*args, *(["--cache", cache] if cache else []))
+        assert result.code in (0, 1) and "Traceback" not in result.stderr, result
+        return read_report(tmp_path / name)
+
+    filled_by_fixed = tmp_path / "from-fixed"
+    assert run("fixed-cold", "close", filled_by_fixed)["provenance"]["cache"]["status"] == "stored"
+    plain = run("looks-plain", "close", None, sequential=True)
+    warm = run("looks-warm", "close", filled_by_fixed, sequential=True)
+    assert warm["provenance"]["cache"]["status"] == "hit"
+    assert _same_numbers(plain, warm) is None, _same_numbers(plain, warm)
+
+    filled_by_looks = tmp_path / "from-looks"
+    cold = run("looks-cold", "close", filled_by_looks, sequential=True)
+    assert cold["provenance"]["sequential"]["look"] == 5 and cold["provenance"]["cache"]["status"] == "stored"
+    fixed_plain, fixed_warm = run("fixed-plain", "close", None), run("fixed-warm", "close", filled_by_looks)
+    assert fixed_warm["provenance"]["cache"]["status"] == "hit"
+    assert _same_numbers(fixed_plain, fixed_warm) is None, _same_numbers(fixed_plain, fixed_warm)
+
+    early = run("looks-early", "same", tmp_path / "early", sequential=True)
+    assert early["provenance"]["sequential"]["stopped_early"]
+    assert early["provenance"]["cache"]["status"] == "off" and "stopped after" in early["provenance"]["cache"]["note"]
+    assert not list((tmp_path / "early").glob("base-*.json"))

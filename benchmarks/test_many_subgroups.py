@@ -37,7 +37,6 @@ def _tests_helpers():
 
 
 _T = _tests_helpers()
-logits_for, lookup_model, write_npz, write_policy = _T.logits_for, _T.lookup_model, _T.write_npz, _T.write_policy
 
 N, GROUPS, ROUNDS = 100_000, 5_000, 3
 
@@ -47,19 +46,13 @@ def lab(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("many-subgroups")
     rng = np.random.default_rng(0)
     y = rng.integers(0, 3, N)
-    user = np.array([f"u{i:05d}" for i in range(GROUPS)])[np.arange(N) % GROUPS]
-    base = y.copy()
-    wrong = rng.random(N) < 0.1
-    base[wrong] = (y[wrong] + 1) % 3
-    write_npz(root / "data.npz", y, user=user)
-    lookup_model(root / "base.onnx", logits_for(base, 3, seed=1))
-    lookup_model(root / "same.onnx", logits_for(base, 3, seed=2))
+    _T.base_and_copy(root, y, user=np.array([f"u{i:05d}" for i in range(GROUPS)])[np.arange(N) % GROUPS])
     data = {"path": "data.npz", "groups": ["user"]}
     overall = [{"metric": "accuracy", "max_drop": 0.05}]
     per_group = overall + [{"metric": "accuracy", "max_drop": 0.05, "per": "group", "min_samples": 10}]
     for name, rules, top in (("overall", overall, {}), ("groups", per_group, {}),
                              ("groups-looks", per_group, {"sequential": True})):
-        write_policy(root / f"{name}.yaml", rules, candidates={"same": "same.onnx"}, data=data, batch_size=1000,
+        _T.write_policy(root / f"{name}.yaml", rules, candidates={"same": "same.onnx"}, data=data, batch_size=1000,
                      **top)
     return root
 

@@ -225,6 +225,18 @@ def two_input_model(path: Path, k: int = 3) -> Path:
 # data, policies, the CLI
 # --------------------------------------------------------------------------------------------
 
+def base_and_copy(root: Path, y: np.ndarray, *, k: int = 3, **columns) -> np.ndarray:
+    """data.npz of the labels y and the given columns, base.onnx right on about 90% of the samples (the others
+    get the next class) and same.onnx giving the base's predictions; -> the base's predictions."""
+    base = y.copy()
+    wrong = np.random.default_rng(len(y)).random(len(y)) < 0.1
+    base[wrong] = (y[wrong] + 1) % k
+    write_npz(root / "data.npz", y, **columns)
+    lookup_model(root / "base.onnx", logits_for(base, k, seed=1))
+    lookup_model(root / "same.onnx", logits_for(base, k, seed=2))
+    return base
+
+
 def write_npz(path: Path, labels: np.ndarray | None, *, idx_dtype=np.int64, **extra) -> Path:
     """`idx` (n, 1) and `label` (n,), plus any extra arrays."""
     n = len(labels) if labels is not None else len(next(iter(extra.values())))

@@ -11,7 +11,8 @@ import json
 import numpy as np
 import pytest
 
-from conftest import candidate, logits_for, lookup_model, read_report, rule_of, run_main, write_npz, write_policy
+from conftest import (base_and_copy, candidate, logits_for, lookup_model, read_report, rule_of, run_main, write_npz,
+                      write_policy)
 
 N = 4000
 REGIONS = np.array(list("abcd"))
@@ -310,13 +311,7 @@ def test_a_strict_level_over_many_subgroups_advises_without_a_traceback(tmp_path
     n, regions = 20000, 50
     rng = np.random.default_rng(0)
     y = rng.integers(0, 3, n)
-    region = np.array([f"r{i:02d}" for i in range(regions)])[rng.integers(0, regions, n)]
-    base = y.copy()
-    wrong = rng.random(n) < 0.1
-    base[wrong] = (y[wrong] + 1) % 3
-    write_npz(tmp_path / "data.npz", y, region=region)
-    lookup_model(tmp_path / "base.onnx", logits_for(base, 3, seed=1))
-    lookup_model(tmp_path / "same.onnx", logits_for(base, 3, seed=2))
+    base_and_copy(tmp_path, y, region=np.array([f"r{i:02d}" for i in range(regions)])[rng.integers(0, regions, n)])
     policy = write_policy(tmp_path / "p.yaml", PER_GROUP, candidates={"same": "same.onnx"}, batch_size=500,
                           data={"path": "data.npz", "groups": ["region"]}, sequential=True, confidence=0.99)
     result = run_main("check", "--policy", policy, "--out", tmp_path / "out", "--no-progress")

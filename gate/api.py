@@ -346,7 +346,8 @@ def _raise_render_errors(result: GateResult, templates) -> None:
 def stopping_rule(policy: Policy):
     """The timed loop's and the sequential looks' stopping rule, handed to the pipeline: the judge's own
     decision on the numbers so far, True when no rule is inconclusive on them (measurement never imports the
-    judge). grouped and families: a look's subgroups and its FamilyLook per rule over subgroups."""
+    judge). grouped: a look's CandidateMeasurements (its subgroups, perturbations and blessed releases);
+    families: its FamilyLook per rule over subgroups."""
     from gate.judge import INCONCLUSIVE, against_release, evaluate, family_decided
 
     def settled(rules, metrics, *, grouped=None, families=None) -> bool:

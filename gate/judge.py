@@ -385,6 +385,7 @@ def _test_entries(rule: Rule, members: list[_Member], label: str) -> list[_Test]
         too_small = spec.kind not in (FAIRNESS, "gap") and n < rule.min_samples
         problem = None if too_small else _unjudgeable(rule, m, spec.method, label)
         f = None if too_small or problem else _frame(rule, m, label=label)
+        floor = 0.0
         if too_small:
             entry.update(status="too_small", reason=f"{n} samples, fewer than min_samples {rule.min_samples}: "
                                                     "too small to judge")
@@ -395,9 +396,7 @@ def _test_entries(rule: Rule, members: list[_Member], label: str) -> list[_Test]
         else:
             p, floor = _p_and_floor(rule, m, f)
             entry.update(observed=f.observed, interval=[f.low, f.high], p_value=p)
-            out.append(_Test(entry, f, m, spec, floor))
-            continue
-        out.append(_Test(entry, f, m, spec))
+        out.append(_Test(entry, f, m, spec, floor))
     return out
 
 
@@ -408,7 +407,6 @@ def _correct(rule: Rule, tests: list[_Test], *, label: str, confidence: float, c
     family: a sequential look's FamilyLook (gate/measure/sequential.py): a subgroup fails only at its
     Bonferroni share of the look's fail-side level, planned over the family's size on all the samples."""
     judged = [t for t in tests if t.frame is not None]
-    p_values = [t.entry["p_value"] for t in judged]
     if family is not None:
         # a p-value its method cannot resolve at the share's level (a grid's 0 beyond its last level) fails nothing
         rejected = iter([t.entry["p_value"] is not None and t.entry["p_value"] <= family.fail_alpha and
@@ -416,7 +414,8 @@ def _correct(rule: Rule, tests: list[_Test], *, label: str, confidence: float, c
         size = family.tests
     else:
         alpha = (1.0 - confidence) / 2.0  # each side of a two-sided interval
-        rejected = iter(stats.holm_rejections(p_values, alpha, correction) if judged else [])
+        rejected = iter(stats.holm_rejections([t.entry["p_value"] for t in judged], alpha, correction)
+                        if judged else [])
         size = len(judged)
     corrected = family is not None or (correction != "none" and size >= 2)
     out = []

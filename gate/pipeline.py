@@ -69,8 +69,8 @@ class Settled(Protocol):
     The stopping rule of the timed loop and of sequential looks: the judge's decision, built and handed in by
     the caller (gate/api.py stopping_rule), so measurement never imports the judge. Without one, the timed
     loop looks once and every sample is run. At a sequential look it is also given `grouped` (candidate ->
-    CandidateMeasurements with the look's subgroups) and `families` (rule index -> FamilyLook) for the rules
-    over subgroups."""
+    CandidateMeasurements with the look's subgroups, perturbations and blessed releases) and `families` (rule
+    index -> FamilyLook) for the rules over subgroups."""
 
     def __call__(self, rules: Sequence[Rule], metrics: dict[str, dict[str, MetricResult]], *,
                  grouped: dict | None = None, families: dict | None = None) -> bool: ...
@@ -194,8 +194,7 @@ def measure(policy: Policy, *, show_progress: bool | None = None, target: str | 
     done, decided = None, None
     for k, part in enumerate(_parts(looks, n)):
         done = _one_pass(served, runners, lambda runner: collector(str(runner.path)), y, n, batch, progress,
-                         samples=part, done=done, release=None if perturbed_looks else
-                         lambda a, b: drop_rows(dataset.columns.values(), a, b))
+                         samples=part, done=done, release=lambda a, b: drop_rows(dataset.columns.values(), a, b))
         if done.base_error is not None or done.base.nonfinite:
             break
         if perturbed_looks is not None:
@@ -669,12 +668,10 @@ class _Family:
     """A rule over subgroups at the looks: `tests` share its fail side; `judgeable` must all be judged before it
     passes; `complete`: for a gap or a fairness metric (one test per grouping, over its subgroups), what each
     grouping must hold at a look for the test to be the one on all the samples: (grouping, kind, the
-    subgroups that must have at least `least` samples, the (subgroup, label) cells that must be present)."""
+    subgroups that must have at least `least` samples, the (subgroup, class) cells that must be present)."""
     tests: int
     judgeable: frozenset
     complete: tuple = ()
-
-
 
 
 def _families(policy: Policy, groupings: list, labels) -> dict[int, _Family]:
@@ -726,7 +723,7 @@ def _cells(grouping, y) -> frozenset:
 def _complete_at_look(family: _Family, seen: list, labels) -> bool:
     """Whether a look's groupings hold everything a gap or fairness test needs to be the whole data's test:
     every subgroup that counts on all the samples counts at the look (else the gap could leave out the worst
-    one), and every (subgroup, label) cell is there."""
+    one), and every (subgroup, class) cell is there."""
     for name, kind, least, keys, cells in family.complete:
         found = [g for g in seen if g.name == name and g.kind == kind]
         if not found:
@@ -774,7 +771,8 @@ def _decided_at(policy: Policy, looks: _Looks, k: int, m: int, done: _Pass, y, s
     grouped_rules = [r for r in rules if r.grouped]
     each, gaps, fairness, per_class = groups.wanted(grouped_rules)
     under = perturbed.groupings(m, level, names=[name for name in done.cands if name not in done.failed
-                                                 and not done.cands[name].nonfinite]) if perturbed else {}
+                                                 and not done.cands[name].nonfinite]) \
+        if perturbed is not None and any(r.per == groups.PERTURBATION for r in grouped_rules) else {}
     seen_groupings = groups.groupings_for(
         {key: column[:m] for key, column in _group_columns(dataset).items()}, dataset.group_keys,
         dataset.labels[:m] if dataset.labels is not None else None, per_class=per_class) if grouped_rules else []
